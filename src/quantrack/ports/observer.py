@@ -1,0 +1,59 @@
+"""The :class:`BatchObserver` port, and :class:`BatchHistory` for observers that persist."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from quantrack.domain import Batch, BatchItemResult, BatchStatus
+
+__all__ = ["BatchHistory", "BatchObserver"]
+
+
+@runtime_checkable
+class BatchObserver(Protocol):
+    """Hears a batch's events, in order: started, each item finished, finished.
+
+    The batch runner derives every :class:`Batch` snapshot it passes with the functions of
+    :mod:`quantrack.domain.lifecycle`; an observer may persist, log or display them. An
+    observer that raises is logged and detached by the runner; it never stops the batch.
+    """
+
+    def on_batch_started(self, batch: Batch) -> None:
+        """``batch`` has just moved to running (``batch.total`` items to come)."""
+        ...
+
+    def on_item_finished(self, batch: Batch, item: BatchItemResult) -> None:
+        """``item`` has finished; ``batch`` already counts it."""
+        ...
+
+    def on_batch_finished(self, batch: Batch) -> None:
+        """``batch`` has reached its final, derived status."""
+        ...
+
+
+@runtime_checkable
+class BatchHistory(Protocol):
+    """Read access to batches, offered by observers that persist them.
+
+    Persisting observers validate each event against what they hold: an item for an
+    unknown or finished batch, an index seen twice in the same attempt, or a status change
+    the batch lifecycle forbids raises :class:`LifecycleError` (or
+    :class:`BatchNotFound`) and changes nothing.
+    """
+
+    def get_batch(self, batch_id: str) -> Batch:
+        """Return the batch; raises :class:`BatchNotFound`."""
+        ...
+
+    def list_batches(
+        self, *, status: BatchStatus | None = None, limit: int | None = None
+    ) -> list[Batch]:
+        """Return batches, newest first, optionally only those in ``status``."""
+        ...
+
+    def batch_items(self, batch_id: str) -> list[BatchItemResult]:
+        """Return the batch's item results ordered by index then attempt.
+
+        Raises :class:`BatchNotFound`.
+        """
+        ...

@@ -1,0 +1,1 @@
+"""Services: use cases built only on the domain and the ports."""
