@@ -6,6 +6,9 @@ these fixtures, each a fresh, complete in-memory adapter:
 * ``experiment_tracker`` — an :class:`InMemoryExperimentTracker`
 * ``artifact_store`` — an :class:`InMemoryArtifactStore`
 * ``batch_observer`` — an :class:`InMemoryBatchObserver`
+* ``quantrack_workspace`` — a :class:`~quantrack.Workspace` built from the three above
+  (the same objects, so a test can call ``quantrack_workspace.track(...)`` and then
+  inspect ``experiment_tracker``)
 
 so an application that takes an ``ExperimentTracker`` is tested without a database::
 
@@ -23,6 +26,7 @@ from quantrack.adapters.memory import (
     InMemoryBatchObserver,
     InMemoryExperimentTracker,
 )
+from quantrack.workspace import Workspace
 
 __all__ = [
     "InMemoryArtifactStore",
@@ -31,6 +35,7 @@ __all__ = [
     "artifact_store",
     "batch_observer",
     "experiment_tracker",
+    "quantrack_workspace",
 ]
 
 
@@ -50,3 +55,13 @@ def artifact_store() -> InMemoryArtifactStore:
 def batch_observer() -> InMemoryBatchObserver:
     """A fresh in-memory batch observer that keeps what it hears."""
     return InMemoryBatchObserver()
+
+
+@pytest.fixture
+def quantrack_workspace(
+    experiment_tracker: InMemoryExperimentTracker,
+    artifact_store: InMemoryArtifactStore,
+    batch_observer: InMemoryBatchObserver,
+) -> Workspace:
+    """A workspace wired to this test's in-memory tracker, artifact store and observer."""
+    return Workspace(tracker=experiment_tracker, artifacts=artifact_store, observer=batch_observer)

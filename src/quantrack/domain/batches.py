@@ -34,7 +34,9 @@ def accept_start(stored: Batch | None, incoming: Batch) -> Batch:
             BatchStatus.RUNNING.value,
             "an ended batch cannot be resumed",
         )
-    return stored.model_copy(update={"heartbeat_at": incoming.heartbeat_at or incoming.started_at})
+    beats = [t for t in (stored.heartbeat_at, incoming.heartbeat_at, incoming.started_at) if t]
+    # The heartbeat of a resumed batch only moves forward, like every other timestamp.
+    return stored.model_copy(update={"heartbeat_at": max(beats, default=None)})
 
 
 def accept_item(stored: Batch, item: BatchItemResult, seen: bool) -> Batch:

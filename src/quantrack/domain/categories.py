@@ -41,7 +41,7 @@ _ENGINE_MODULES = ("backtrader", "vectorbt", "numba", "vectorbtpro")
 _BY_MESSAGE: tuple[tuple[re.Pattern[str], ErrorCategory], ...] = (
     (re.compile(r"timed? ?out|timeout|deadline exceeded", re.I), ErrorCategory.TIMEOUT),
     (
-        re.compile(r"out of memory|cannot allocate|unable to allocate|memoryerror|oom", re.I),
+        re.compile(r"out of memory|cannot allocate|unable to allocate|memoryerror|\boom\b", re.I),
         ErrorCategory.MEMORY_ERROR,
     ),
     (

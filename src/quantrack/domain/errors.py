@@ -31,6 +31,8 @@ original with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ArtifactNotFound",
     "BatchNotFound",
@@ -55,12 +57,25 @@ __all__ = [
 ]
 
 
+def _rebuild(cls: type[QuantrackError], args: tuple[object, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class QuantrackError(Exception):
     """Root of every error quantrack raises on purpose."""
 
     # KeyError.__str__ quotes its message; we want the sentence as written.
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else self.__class__.__name__
+
+    # Errors cross process boundaries (process pools, dask workers). The default pickling
+    # calls __init__(*args) with the formatted message, which breaks every subclass whose
+    # __init__ takes other arguments; rebuild from the message and attributes instead.
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class ExperimentNotFound(QuantrackError, KeyError):

@@ -9,7 +9,8 @@ same configuration always gets the same hash, in any process, on any machine:
   An integral float is therefore stored as an int. Booleans stay booleans (``True`` is
   not ``1``);
 * numpy scalars and arrays become their plain Python values (detected without importing
-  numpy, so the domain stays free of it);
+  numpy, so the domain stays free of it); numpy datetimes hash like ``datetime`` values;
+* a ``str`` subclass (a ``StrEnum`` member) is stored as plain text;
 * ``datetime`` becomes ISO 8601 text (aware ones in UTC), ``date``/``time`` likewise,
   ``Decimal`` a float, an ``Enum`` its value, a path its text, tuples and lists a list,
   sets a sorted list;
@@ -45,8 +46,11 @@ def _is_numpy(value: object) -> bool:
 
 def canonical_value(value: Any, path: str = "params") -> JsonValue:
     """Return the canonical JSON form of ``value``; ``path`` names it in error messages."""
-    if value is None or isinstance(value, bool | str):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        # A str subclass (a StrEnum member, say) is stored as the plain text it holds.
+        return str.__str__(value)
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -58,6 +62,11 @@ def canonical_value(value: Any, path: str = "params") -> JsonValue:
         if value.is_integer() and abs(value) < _EXACT_INT_LIMIT:
             return int(value)
         return float(value)
+    if _is_numpy(value) and getattr(getattr(value, "dtype", None), "kind", "") in ("M", "m"):
+        # numpy datetimes in nanoseconds give bare integers from .tolist(); at microsecond
+        # resolution they give datetime/timedelta, so they hash like the stdlib values.
+        unit = "datetime64[us]" if value.dtype.kind == "M" else "timedelta64[us]"
+        return canonical_value(value.astype(unit).tolist(), path)
     if _is_numpy(value) and hasattr(value, "tolist"):
         # numpy scalar (.tolist() gives the Python scalar) or array (nested lists).
         return canonical_value(value.tolist(), path)
@@ -84,7 +93,7 @@ def canonical_value(value: Any, path: str = "params") -> JsonValue:
                     f"{path} has key {key!r} of type {type(key).__name__}; "
                     "parameter names must be strings"
                 )
-            out[key] = canonical_value(value[key], f"{path}.{key}")
+            out[str.__str__(key)] = canonical_value(value[key], f"{path}.{key}")
         return dict(sorted(out.items()))
     if isinstance(value, list | tuple):
         return [canonical_value(item, f"{path}[{i}]") for i, item in enumerate(value)]

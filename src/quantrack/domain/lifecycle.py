@@ -22,8 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-import structlog
-
+from quantrack.domain._logging import get_logger
 from quantrack.domain.errors import ExperimentNotRunning, InvalidTransition, LifecycleError
 from quantrack.domain.ids import new_id, utcnow
 from quantrack.domain.models import (
@@ -74,12 +73,20 @@ BATCH_TRANSITIONS: Mapping[BatchStatus, frozenset[BatchStatus]] = {
     _B.CANCELLED: frozenset(),
 }
 
-_log = structlog.get_logger("quantrack.lifecycle")
+_log = get_logger("quantrack.lifecycle")
 
 
 def can_transition(current: ExperimentStatus, requested: ExperimentStatus) -> bool:
     """True when an experiment may move from ``current`` to ``requested``."""
     return requested in EXPERIMENT_TRANSITIONS[current]
+
+
+def _status(value: str) -> ExperimentStatus:
+    try:
+        return ExperimentStatus(value)
+    except ValueError:
+        known = ", ".join(status.value for status in ExperimentStatus)
+        raise ValueError(f"unknown experiment status {value!r}; use one of: {known}") from None
 
 
 def _forward(earliest: dt.datetime, now: dt.datetime | None) -> dt.datetime:
@@ -122,7 +129,7 @@ def transition(
     Raises :class:`InvalidTransition` naming the experiment and both statuses when the
     lifecycle does not allow the move; ``experiment`` itself is never changed.
     """
-    requested = ExperimentStatus(requested)
+    requested = _status(requested)
     subject = f"experiment {experiment.id}"
     if not can_transition(experiment.status, requested):
         raise InvalidTransition(subject, experiment.status.value, requested.value)

@@ -221,6 +221,16 @@ class ExperimentDefinition(_Frozen):
     reused_from: Id | None = None
     config_hash: str = ""
 
+    @field_validator("config_hash")
+    @classmethod
+    def _hash_format(cls, value: str) -> str:
+        if value and not _SHA256.match(value):
+            raise ValueError(
+                f"must be a config_hash() value (64 lowercase hexadecimal characters), or "
+                f"left out to be computed from params; got {value!r}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _hash(self) -> Self:
         if not self.config_hash:
@@ -477,6 +487,12 @@ class FinishedExperiments(_Frozen):
                     f"experiment {experiment.id} differs from the first in more than "
                     "name, params and batch index; record it separately"
                 )
+        indexes = [e.definition.batch_index for e in experiments]
+        if None in indexes and any(index is not None for index in indexes):
+            # A column cannot hold "no index" beside indexes without inventing one.
+            raise ValueError(
+                "some experiments have a batch_index and some do not; record them separately"
+            )
         metric_names = sorted({name for e in experiments for name in e.metrics})
         return cls(
             template=first,
@@ -492,8 +508,8 @@ class FinishedExperiments(_Frozen):
             error_categories=tuple(e.error_category for e in experiments),
             row_artifacts=tuple(e.artifacts for e in experiments),
             batch_indexes=(
-                tuple(e.definition.batch_index or 0 for e in experiments)
-                if any(e.definition.batch_index is not None for e in experiments)
+                tuple(index for index in indexes if index is not None)
+                if indexes[0] is not None
                 else None
             ),
             config_hashes=tuple(e.config_hash for e in experiments),

@@ -162,6 +162,10 @@ class _Parser:
         while pos < len(text):
             match = _TOKEN.match(text, pos)
             if match is None:
+                if text[pos] in "'\"":
+                    raise self._error(
+                        f"unterminated string: add the closing {text[pos]} after the text", pos
+                    )
                 raise self._error(f"unexpected character {text[pos]!r}", pos)
             kind = match.lastgroup or ""
             if kind != "ws":
@@ -308,6 +312,12 @@ class ExperimentFilter(BaseModel):
     @classmethod
     def _status(cls, value: object) -> object:
         return _statuses(value)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: object) -> object:
+        # One tag given as text means that tag, not the set of its characters.
+        return frozenset({value}) if isinstance(value, str) else value
 
     @field_validator("order_by")
     @classmethod

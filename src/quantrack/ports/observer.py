@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from quantrack.domain import Batch, BatchItemResult, BatchStatus
@@ -46,9 +47,15 @@ class BatchHistory(Protocol):
         ...
 
     def list_batches(
-        self, *, status: BatchStatus | None = None, limit: int | None = None
+        self,
+        *,
+        status: BatchStatus | None = None,
+        limit: int | None = None,
+        since: datetime | None = None,
     ) -> list[Batch]:
-        """Return batches, newest first, optionally only those in ``status``."""
+        """Return batches, newest first, optionally only those in ``status`` and those
+        created at or after ``since``.
+        """
         ...
 
     def batch_items(self, batch_id: str) -> list[BatchItemResult]:

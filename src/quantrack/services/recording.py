@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from quantrack.domain import (
@@ -116,6 +116,8 @@ def track(
     a ``diagnostics`` artifact, and fails it with the error message and
     :func:`categorize_error`'s category, then re-raises the original exception unchanged;
     on ``KeyboardInterrupt`` (or any other ``BaseException``) cancels it and re-raises.
+    If recording that failure itself fails, the body's exception is still the one raised,
+    with a note saying what could not be recorded.
     """
     with tracker.session():
         experiment = tracker.create_experiment(definition, experiment_id=experiment_id)
@@ -124,14 +126,10 @@ def track(
     try:
         yield run
     except Exception as exc:
-        _finish_failed(tracker, run, exc)
+        _record_or_note(_finish_failed, tracker, run, exc)
         raise
     except BaseException as exc:
-        with tracker.session():
-            tracker.store_results(run.id, run._results())
-            run._experiment = tracker.update_status(
-                run.id, ExperimentStatus.CANCELLED, error=describe_exception(exc)
-            )
+        _record_or_note(_finish_cancelled, tracker, run, exc)
         raise
     else:
         with tracker.session():
@@ -139,7 +137,29 @@ def track(
             run._experiment = tracker.update_status(run.id, ExperimentStatus.COMPLETED)
 
 
-def _finish_failed(tracker: ExperimentTracker, run: Run, exc: Exception) -> None:
+def _record_or_note(
+    finish: Callable[[ExperimentTracker, Run, BaseException], None],
+    tracker: ExperimentTracker,
+    run: Run,
+    exc: BaseException,
+) -> None:
+    # The body's own exception is what the caller must see, unchanged: a storage problem
+    # while recording the failure is attached to it as a note instead of replacing it.
+    try:
+        finish(tracker, run, exc)
+    except Exception as problem:
+        exc.add_note(f"quantrack could not record this failure: {describe_exception(problem)}")
+
+
+def _finish_cancelled(tracker: ExperimentTracker, run: Run, exc: BaseException) -> None:
+    with tracker.session():
+        tracker.store_results(run.id, run._results())
+        run._experiment = tracker.update_status(
+            run.id, ExperimentStatus.CANCELLED, error=describe_exception(exc)
+        )
+
+
+def _finish_failed(tracker: ExperimentTracker, run: Run, exc: BaseException) -> None:
     trace = "".join(traceback.format_exception(exc))
     run.log_artifact(
         trace.encode("utf-8"), kind="diagnostics", media_type="text/plain", name="traceback.txt"

@@ -68,7 +68,9 @@ class InMemoryArtifactStore:
 
     def ids(self) -> Iterator[str]:
         """Every stored artifact id."""
-        return iter(list(self._blobs))
+        with self._lock:
+            # Copied under the lock: a put from another thread must not break iteration.
+            return iter(list(self._blobs))
 
     def size(self, artifact_id: str) -> int:
         """Size in bytes of the stored content."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 from quantrack.domain import (
     Batch,
@@ -50,11 +51,22 @@ class InMemoryBatchObserver:
         return self._stored(batch_id)
 
     def list_batches(
-        self, *, status: BatchStatus | None = None, limit: int | None = None
+        self,
+        *,
+        status: BatchStatus | None = None,
+        limit: int | None = None,
+        since: datetime | None = None,
     ) -> list[Batch]:
         """Batches newest first."""
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)  # naive means UTC, as everywhere in quantrack
         with self._lock:
-            batches = [b for b in self._batches.values() if status is None or b.status is status]
+            batches = [
+                b
+                for b in self._batches.values()
+                if (status is None or b.status is status)
+                and (since is None or b.created_at >= since)
+            ]
         batches.sort(key=lambda b: (b.created_at, b.id), reverse=True)
         return batches[:limit] if limit is not None else batches
 
