@@ -1,0 +1,1154 @@
+"""Record every backtrader run: change ``cerebro.run()`` to ``adapter.run(cerebro, name=...)``.
+
+::
+
+    from quantrack.engines.backtrader import BacktraderAdapter
+
+    adapter = BacktraderAdapter()              # the default workspace, or pass one
+    results = adapter.run(cerebro, name="sma-cross")   # exactly what cerebro.run() returns
+
+What a recorded run holds:
+
+* **Lifecycle** — pending when defined, running when ``cerebro.run()`` starts, completed
+  afterwards; when backtrader raises, failed with the message, the traceback (a
+  ``diagnostics`` artifact) and the error category, and the exception reaches the caller
+  unchanged; Ctrl-C cancels it. (:func:`quantrack.services.recording.track` does this.)
+* **Params** — the strategy's own params at top level (so ``--where "fast < 10"`` works),
+  the caller's ``params`` beside them, and under ``"backtrader"`` the strategy classes,
+  the data feeds (name, timeframe, first and last bar when known) and the broker (starting
+  cash, commission scheme). The config hash covers all of it.
+* **Metrics** — from backtrader's own analyzers, added under ``quantrack_*`` names unless
+  the user already added the same analyzer with the same settings: ``final_value``,
+  ``total_return`` and ``annual_return`` (percent, from ``Returns``), ``sharpe``
+  (``SharpeRatio``, daily, annualized, risk-free rate 0), ``max_drawdown`` (percent) and
+  ``max_drawdown_length`` (bars, from ``DrawDown``), ``trades``, ``won``, ``lost``,
+  ``win_rate`` (percent), ``profit_factor``, ``avg_trade`` (from ``TradeAnalyzer``, net of
+  commission) and ``exposure`` (percent of bars with an open position). A metric that is
+  undefined for the run (no trades → no win rate) is left out.
+* **Artifacts** — ``equity_curve`` (time, value, cash) and ``trades`` (one row per closed
+  trade) as Parquet, ``analyzers`` (every analyzer's full output, the user's included) as
+  JSON, the strategy's source as ``code``; as inputs, a content fingerprint of every data
+  feed (``kind="input"``; see :func:`input_fingerprint`) and, with ``store_inputs=True``,
+  the feed's data itself as Parquet (``kind="input_data"``).
+* **Sweeps** — a run after ``cerebro.optstrategy(...)`` becomes one batch with one
+  experiment per parameter combination (``maxcpus > 1`` works: results are gathered in
+  the parent, the only writer). A combination that raises becomes a failed item with its
+  category, the others complete, and the batch ends ``partial``; the failed combination
+  is left out of the returned list, which otherwise is what ``cerebro.run()`` returns.
+* **Never break the backtest** — recording goes through
+  :class:`~quantrack.engines._safety.RecordingGuard`: if quantrack fails, the result is
+  still returned, one warning is logged and the record is spooled for the next open.
+
+backtrader is imported when this module is; without it, importing the module raises
+:class:`~quantrack.EngineNotInstalled`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import inspect
+import itertools
+import json
+import math
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quantrack.adapters.frames import (
+    JSON_MEDIA_TYPE,
+    PARQUET_MEDIA_TYPE,
+    frame_to_parquet,
+    put_frame,
+    put_json,
+)
+from quantrack.domain import (
+    ArtifactRef,
+    Batch,
+    BatchItemResult,
+    EngineNotInstalled,
+    Experiment,
+    ExperimentDefinition,
+    ExperimentResults,
+    ExperimentStatus,
+    FinishedExperiments,
+    InvalidParams,
+    Provenance,
+    canonical_params,
+    categorize_error,
+    utcnow,
+)
+from quantrack.domain._logging import get_logger
+from quantrack.domain.artifacts import display_name
+from quantrack.domain.hashing import canonical_value
+from quantrack.domain.lifecycle import (
+    attach_results,
+    finish_batch,
+    new_experiment,
+    record_item,
+    start_batch,
+    transition,
+)
+from quantrack.engines._safety import RecordingGuard
+from quantrack.ports import ArtifactStore, BatchObserver, ExperimentTracker
+from quantrack.services.provenance import capture_origin, collect_provenance
+from quantrack.services.recording import Run, describe_exception, track
+
+try:
+    import backtrader as bt
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise EngineNotInstalled("backtrader", "backtrader") from exc
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from quantrack.workspace import Workspace
+
+__all__ = [
+    "ENGINE",
+    "BacktraderAdapter",
+    "ClosedTradesAnalyzer",
+    "EquityCurveAnalyzer",
+    "FailedCombination",
+    "compute_metrics",
+    "input_fingerprint",
+]
+
+ENGINE = "backtrader"
+PARAMS_KEY = "backtrader"
+_log = get_logger("quantrack.engines.backtrader")
+_EPOCH_ORDINAL = 719163  # dt.date(1970, 1, 1).toordinal(): backtrader counts days from year 1
+
+
+# -- analyzers the adapter adds (top-level classes, so sweeps can pickle them) ----------
+
+
+class EquityCurveAnalyzer(bt.Analyzer):  # type: ignore[misc]
+    """Per bar: time (backtrader's float date), portfolio value, cash, and whether any
+    position is open; plus the wall-clock start and end of the run.
+    """
+
+    def start(self) -> None:
+        """Reset the columns and note the wall-clock start."""
+        self.times: list[float] = []
+        self.values: list[float] = []
+        self.cash: list[float] = []
+        self.in_market: list[bool] = []
+        # BackBroker keeps positions in a dict; reading it beats a getposition() per feed.
+        self._positions = getattr(self.strategy.broker, "positions", None)
+        self.wall_start = time.time()
+        self.wall_stop = self.wall_start
+
+    def notify_cashvalue(self, cash: float, value: float) -> None:
+        """Backtrader calls this once per bar with the broker's cash and value."""
+        strategy = self.strategy
+        self.times.append(strategy.datetime[0])
+        self.values.append(value)
+        self.cash.append(cash)
+        if self._positions is not None:
+            self.in_market.append(any(p.size for p in self._positions.values()))
+        else:
+            self.in_market.append(any(strategy.getposition(d).size for d in strategy.datas))
+
+    def stop(self) -> None:
+        """Note the wall-clock end."""
+        self.wall_stop = time.time()
+
+    def get_analysis(self) -> dict[str, Any]:
+        """The columns collected."""
+        return {
+            "datetime": self.times,
+            "value": self.values,
+            "cash": self.cash,
+            "in_market": self.in_market,
+            "wall_start": self.wall_start,
+            "wall_stop": self.wall_stop,
+        }
+
+
+class ClosedTradesAnalyzer(bt.Analyzer):  # type: ignore[misc]
+    """One row per closed trade: entry and exit time and price, size, PnL, commission, bars.
+
+    ``size`` is the largest size the trade reached (negative for shorts); ``exit_price`` is
+    the average exit price implied by the trade's gross PnL under its commission scheme.
+    """
+
+    def start(self) -> None:
+        """Reset the rows."""
+        self.rows: list[dict[str, Any]] = []
+        self._peak: dict[int, float] = {}
+
+    def notify_trade(self, trade: Any) -> None:
+        """Track the trade's peak size; write a row when it closes."""
+        if trade.isopen:
+            peak = self._peak.get(trade.ref, 0.0)
+            if abs(trade.size) > abs(peak):
+                self._peak[trade.ref] = float(trade.size)
+            return
+        if not trade.isclosed:
+            return
+        size = self._peak.pop(trade.ref, 0.0)
+        comminfo = self.strategy.broker.getcommissioninfo(trade.data)
+        mult = float(getattr(comminfo.p, "mult", 1.0) or 1.0)
+        exit_price = trade.price + trade.pnl / (size * mult) if size else None
+        self.rows.append(
+            {
+                "data": trade.data._name or "",
+                "entry_time": trade.dtopen,
+                "exit_time": trade.dtclose,
+                "entry_price": float(trade.price),
+                "exit_price": exit_price,
+                "size": size,
+                "pnl": float(trade.pnl),
+                "pnl_net": float(trade.pnlcomm),
+                "commission": float(trade.commission),
+                "bars": int(trade.barlen),
+            }
+        )
+
+    def get_analysis(self) -> list[dict[str, Any]]:
+        """The closed trades."""
+        return self.rows
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    key: str
+    cls: type
+    kwargs: Mapping[str, Any]
+
+
+def _wanted_analyzers() -> tuple[_Wanted, ...]:
+    return (
+        _Wanted("returns", bt.analyzers.Returns, {}),
+        _Wanted(
+            "sharpe",
+            bt.analyzers.SharpeRatio,
+            {"timeframe": bt.TimeFrame.Days, "annualize": True, "riskfreerate": 0.0},
+        ),
+        _Wanted("drawdown", bt.analyzers.DrawDown, {}),
+        _Wanted("trades", bt.analyzers.TradeAnalyzer, {}),
+        _Wanted("equity", EquityCurveAnalyzer, {}),
+        _Wanted("closed_trades", ClosedTradesAnalyzer, {}),
+    )
+
+
+_OWN_ARTIFACT_ANALYZERS = ("equity", "closed_trades")
+
+
+def _analyzer_names(entries: Sequence[tuple[type, tuple[Any, ...], dict[str, Any]]]) -> list[str]:
+    """The names backtrader will give the analyzers ``entries`` (see Strategy._addanalyzer)."""
+    counts: dict[str, int] = {}
+    names = []
+    for cls, _args, kwargs in entries:
+        base = kwargs.get("_name", "") or cls.__name__.lower()
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        names.append(base + (str(n) if n else ""))
+    return names
+
+
+def _ensure_analyzers(cerebro: Any) -> dict[str, str]:
+    """Add the analyzers the metrics need unless the user has them; return key → name."""
+    found: dict[str, str] = {}
+    existing = list(cerebro.analyzers)
+    names = _analyzer_names(existing)
+    for wanted in _wanted_analyzers():
+        for (cls, args, kwargs), name in zip(existing, names, strict=True):
+            own = {k: v for k, v in kwargs.items() if k != "_name"}
+            if cls is wanted.cls and not args and own == dict(wanted.kwargs):
+                found[wanted.key] = name
+                break
+        else:
+            name = f"quantrack_{wanted.key}"
+            cerebro.addanalyzer(wanted.cls, _name=name, **wanted.kwargs)
+            found[wanted.key] = name
+    return found
+
+
+# -- values: params, JSON, times --------------------------------------------------------
+
+
+def _qualified(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _plain(value: Any) -> Any:
+    """A canonical param value; objects without one are recorded by name or repr."""
+    try:
+        return canonical_value(value)
+    except InvalidParams:
+        if inspect.isclass(value) or inspect.isroutine(value):
+            return _qualified(value)
+        return repr(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """Analyzer output made JSON-safe: mappings with string keys, NaN/inf as None."""
+    if isinstance(value, Mapping):
+        return {_json_key(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _jsonable(value.tolist())
+    return repr(value)
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, dt.datetime | dt.date):
+        return key.isoformat()
+    return str(key)
+
+
+def _bt_times(nums: Sequence[float] | Any) -> pd.DatetimeIndex:
+    """Backtrader's float dates (days since year 1) as naive datetimes, to the microsecond."""
+    import numpy as np
+    import pandas as pd
+
+    micros = np.round((np.asarray(nums, dtype="float64") - _EPOCH_ORDINAL) * 86_400e6)
+    return pd.DatetimeIndex(pd.to_datetime(micros.astype("int64"), unit="us"))
+
+
+def _timestamp(moment: Any) -> str | None:
+    if moment is None:
+        return None
+    if isinstance(moment, float):
+        return str(bt.num2date(moment).isoformat())
+    isoformat = getattr(moment, "isoformat", None)
+    return str(isoformat() if isoformat is not None else moment)
+
+
+# -- inputs -----------------------------------------------------------------------------
+
+
+def _frame_fingerprint(frame: pd.DataFrame) -> dict[str, Any]:
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    digest.update(json.dumps([str(c) for c in frame.columns]).encode())
+    index = frame.index
+    return {
+        "format": "quantrack-input-fingerprint/1",
+        "rows": len(frame),
+        "columns": [str(c) for c in frame.columns],
+        "first": _timestamp(index[0]) if len(index) else None,
+        "last": _timestamp(index[-1]) if len(index) else None,
+        "content_sha256": digest.hexdigest(),
+    }
+
+
+def _source_of(data: Any) -> Any:
+    """What a feed reads: a DataFrame, a file path, or None when neither is known."""
+    import pandas as pd
+
+    source = getattr(getattr(data, "p", None), "dataname", None)
+    if isinstance(source, pd.DataFrame):
+        return source
+    if isinstance(source, str | os.PathLike) and Path(source).is_file():
+        return Path(source)
+    return None
+
+
+def _fingerprint_bytes(source: Any) -> bytes | None:
+    import pandas as pd
+
+    if isinstance(source, pd.DataFrame):
+        document = _frame_fingerprint(source)
+    elif isinstance(source, Path):
+        document = {
+            "format": "quantrack-input-fingerprint/1",
+            "bytes": source.stat().st_size,
+            "content_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        }
+    else:
+        return None
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def input_fingerprint(source: Any, *, name: str | None = None) -> ArtifactRef:
+    """The input artifact reference the adapter records for ``source``.
+
+    ``source`` is a backtrader data feed, a pandas DataFrame, or a path to a data file.
+    The reference depends only on the content, so
+    ``tracker.find_by_input_artifacts([input_fingerprint(df).id])`` finds every run that
+    used this data. Raises TypeError for a feed whose content quantrack cannot read (a
+    live feed, a resampled one).
+    """
+    raw = source if isinstance(source, str | os.PathLike) else None
+    resolved = Path(raw) if raw is not None else _source_of(source)
+    if resolved is None and not isinstance(source, bt.AbstractDataBase):
+        resolved = source
+    payload = _fingerprint_bytes(resolved)
+    if payload is None:
+        raise TypeError(
+            f"cannot fingerprint a {type(source).__name__}; pass a pandas DataFrame, a path "
+            "to a data file, or a feed built on one (PandasData, GenericCSVData, ...)"
+        )
+    return ArtifactRef(
+        id=hashlib.sha256(payload).hexdigest(),
+        size=len(payload),
+        media_type=JSON_MEDIA_TYPE,
+        kind="input",
+        name=display_name(name),
+    )
+
+
+# -- describing a run before it runs ---------------------------------------------------
+
+
+@dataclass
+class _Spec:
+    """What every experiment of one ``adapter.run`` call shares."""
+
+    name: str
+    strategy: str
+    caller_params: dict[str, Any]
+    feeds: list[dict[str, Any]]
+    broker: dict[str, Any]
+    sizers: dict[str, Any]
+    inputs: tuple[ArtifactRef, ...]
+    provenance: Provenance
+    code: tuple[ArtifactRef, ...]
+    tags: tuple[str, ...]
+    description: str
+    seed: int | None
+
+    def params(
+        self, combination: Sequence[tuple[Any, Sequence[Any], Mapping[str, Any]]]
+    ) -> dict[str, Any]:
+        """The params of one run of ``combination`` (a (class, args, kwargs) per strategy)."""
+        strategies = []
+        flat: dict[str, Any] = {}
+        for cls, args, kwargs in combination:
+            own = {key: _plain(value) for key, value in cls.params._getitems()}
+            own.update({key: _plain(value) for key, value in kwargs.items()})
+            entry: dict[str, Any] = {"class": _qualified(cls), "params": own}
+            if args:
+                entry["args"] = [_plain(a) for a in args]
+            strategies.append(entry)
+            for key, value in own.items():
+                flat.setdefault(key, value)
+        for key, value in self.caller_params.items():
+            if key in flat and flat[key] != value:
+                raise ValueError(
+                    f"params[{key!r}] = {value!r} conflicts with the strategy's own parameter "
+                    f"{key} = {flat[key]!r}; rename your param or leave it out"
+                )
+            flat[key] = value
+        flat[PARAMS_KEY] = {
+            "strategies": strategies,
+            "data": self.feeds,
+            "broker": self.broker,
+            "sizers": self.sizers,
+        }
+        return flat
+
+    def definition(self, params: Mapping[str, Any], **extra: Any) -> ExperimentDefinition:
+        """The definition of one run with these params."""
+        return ExperimentDefinition(
+            name=self.name,
+            strategy=self.strategy,
+            engine=ENGINE,
+            params=dict(params),
+            inputs=self.inputs,
+            provenance=self.provenance,
+            tags=self.tags,
+            seed=self.seed,
+            description=self.description,
+            **extra,
+        )
+
+
+def _feed_info(data: Any, position: int) -> dict[str, Any]:
+    import pandas as pd
+
+    info: dict[str, Any] = {
+        "name": data._name or f"data{position}",
+        "feed": _qualified(type(data)),
+        "timeframe": bt.TimeFrame.getname(data._timeframe, data._compression),
+        "compression": int(data._compression),
+    }
+    source = _source_of(data)
+    if isinstance(source, pd.DataFrame) and len(source):
+        column = getattr(data.p, "datetime", None)
+        if column is None:
+            stamps = source.index
+        elif isinstance(column, str) and column in source.columns:
+            stamps = pd.DatetimeIndex(source[column])
+        else:
+            stamps = None
+        if stamps is not None and len(stamps):
+            info["first"] = _timestamp(stamps[0])
+            info["last"] = _timestamp(stamps[-1])
+    for bound in ("fromdate", "todate"):
+        value = getattr(data.p, bound, None)
+        if value is not None:
+            info[bound] = _timestamp(value)
+    return info
+
+
+def _broker_info(cerebro: Any) -> dict[str, Any]:
+    broker = cerebro.getbroker()
+    cash = getattr(broker, "startingcash", None)
+    if cash is None:
+        cash = broker.getcash()
+    schemes = {}
+    for key, comminfo in getattr(broker, "comminfo", {}).items():
+        settings = {k: _plain(v) for k, v in comminfo.p._getkwargs().items()}
+        schemes["default" if key is None else str(key)] = {
+            "class": _qualified(type(comminfo)),
+            **settings,
+        }
+    return {"class": _qualified(type(broker)), "cash": float(cash), "commission": schemes}
+
+
+def _sizer_info(cerebro: Any) -> dict[str, Any]:
+    """Sizers by the strategy index they apply to (``default`` for all)."""
+    sizers = {}
+    for key, (cls, args, kwargs) in getattr(cerebro, "sizers", {}).items():
+        entry: dict[str, Any] = {"class": _qualified(cls)}
+        entry.update({k: _plain(v) for k, v in cls.params._getitems()})
+        entry.update({k: _plain(v) for k, v in kwargs.items()})
+        if args:
+            entry["args"] = [_plain(a) for a in args]
+        sizers["default" if key is None else str(key)] = entry
+    return sizers
+
+
+# -- the sweep's per-combination isolation ---------------------------------------------
+
+
+class FailedCombination:
+    """A sweep combination that raised: what backtrader would have lost with the sweep."""
+
+    def __init__(self, exc: Exception, started: float) -> None:
+        self.error = describe_exception(exc)
+        self.category = categorize_error(exc)
+        self.traceback = "".join(traceback.format_exception(exc))
+        self.wall_start = started
+        self.wall_stop = time.time()
+
+    def __repr__(self) -> str:
+        return f"FailedCombination({self.error!r}, category={self.category.value!r})"
+
+
+def _ignore(_result: Any) -> None:
+    return None
+
+
+class _ParentCallback:
+    """An optimization callback that only runs in the parent process.
+
+    backtrader pickles the whole cerebro, callbacks included, into every ``maxcpus > 1``
+    worker; the recording callback holds the workspace, so it travels as a no-op instead.
+    """
+
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self.fn = fn
+
+    def __call__(self, result: Any) -> None:
+        self.fn(result)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_ParentCallback, (_ignore,))
+
+
+class _IsolatedCombinations:
+    """Replaces ``cerebro.runstrategies`` during a sweep so one combination's exception
+    becomes a :class:`FailedCombination` result instead of ending the whole sweep.
+
+    A top-level class holding the cerebro, so it pickles into ``maxcpus > 1`` workers.
+    """
+
+    def __init__(self, cerebro: Any) -> None:
+        self.cerebro = cerebro
+
+    def __call__(self, iterstrat: Iterable[Any], predata: bool = False) -> list[Any]:
+        started = time.time()
+        try:
+            result: list[Any] = type(self.cerebro).runstrategies(
+                self.cerebro, iterstrat, predata=predata
+            )
+        except Exception as exc:
+            return [FailedCombination(exc, started)]
+        return result
+
+
+# -- reading results --------------------------------------------------------------------
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _sub(mapping: Any, *keys: str) -> Any:
+    """``mapping[k1][k2]...`` without creating keys (backtrader's AutoDicts would)."""
+    for key in keys:
+        if not isinstance(mapping, Mapping) or key not in mapping:
+            return None
+        mapping = mapping[key]
+    return mapping
+
+
+def compute_metrics(strategy: Any, names: Mapping[str, str]) -> dict[str, float]:
+    """The run's metrics from its analyzers (``names``: metric source → analyzer name)."""
+    analyzers = strategy.analyzers
+    metrics: dict[str, float | None] = {}
+    equity = analyzers.getbyname(names["equity"]).get_analysis()
+    if equity["value"]:
+        metrics["final_value"] = _finite(equity["value"][-1])
+        metrics["exposure"] = 100.0 * sum(equity["in_market"]) / len(equity["in_market"])
+    returns = analyzers.getbyname(names["returns"]).get_analysis()
+    rtot = _finite(returns.get("rtot"))
+    if rtot is not None:
+        metrics["total_return"] = math.expm1(rtot) * 100.0
+    metrics["annual_return"] = _finite(returns.get("rnorm100"))
+    metrics["sharpe"] = _finite(
+        analyzers.getbyname(names["sharpe"]).get_analysis().get("sharperatio")
+    )
+    drawdown = analyzers.getbyname(names["drawdown"]).get_analysis()
+    metrics["max_drawdown"] = _finite(_sub(drawdown, "max", "drawdown"))
+    metrics["max_drawdown_length"] = _finite(_sub(drawdown, "max", "len"))
+    trades = analyzers.getbyname(names["trades"]).get_analysis()
+    closed = int(_sub(trades, "total", "closed") or 0)
+    metrics["trades"] = float(closed)
+    if closed:
+        won = int(_sub(trades, "won", "total") or 0)
+        lost = int(_sub(trades, "lost", "total") or 0)
+        metrics["won"] = float(won)
+        metrics["lost"] = float(lost)
+        metrics["win_rate"] = 100.0 * won / closed
+        metrics["avg_trade"] = _finite(_sub(trades, "pnl", "net", "average"))
+        gains = _finite(_sub(trades, "won", "pnl", "total")) or 0.0
+        losses = _finite(_sub(trades, "lost", "pnl", "total")) or 0.0
+        if losses:
+            metrics["profit_factor"] = gains / abs(losses)
+    return {key: value for key, value in metrics.items() if value is not None}
+
+
+def _analyzers_document(strategy: Any, names: Mapping[str, str]) -> dict[str, Any]:
+    skip = {names[key] for key in _OWN_ARTIFACT_ANALYZERS}
+    document = {}
+    for name, analyzer in strategy.analyzers.getitems():
+        if name not in skip:
+            document[name] = _jsonable(analyzer.get_analysis())
+    return document
+
+
+def _equity_frame(strategy: Any, names: Mapping[str, str]) -> pd.DataFrame:
+    import pandas as pd
+
+    equity = strategy.analyzers.getbyname(names["equity"]).get_analysis()
+    return pd.DataFrame(
+        {
+            "time": _bt_times(equity["datetime"]),
+            "value": pd.Series(equity["value"], dtype="float64"),
+            "cash": pd.Series(equity["cash"], dtype="float64"),
+        }
+    )
+
+
+_TRADE_COLUMNS = (
+    "data",
+    "entry_time",
+    "exit_time",
+    "entry_price",
+    "exit_price",
+    "size",
+    "pnl",
+    "pnl_net",
+    "commission",
+    "bars",
+)
+
+
+def _trades_frame(strategy: Any, names: Mapping[str, str]) -> pd.DataFrame:
+    import pandas as pd
+
+    rows = strategy.analyzers.getbyname(names["closed_trades"]).get_analysis()
+    frame = pd.DataFrame(rows, columns=list(_TRADE_COLUMNS))
+    frame["data"] = frame["data"].astype("string")
+    for column in ("entry_time", "exit_time"):
+        frame[column] = _bt_times(frame[column].to_numpy(dtype="float64"))
+    for column in ("entry_price", "exit_price", "size", "pnl", "pnl_net", "commission"):
+        frame[column] = frame[column].astype("float64")
+    frame["bars"] = frame["bars"].astype("int64")
+    return frame
+
+
+def _outputs(
+    strategy: Any, names: Mapping[str, str], artifacts: ArtifactStore
+) -> tuple[dict[str, float], list[ArtifactRef]]:
+    """Metrics and stored output artifacts of one finished strategy (or OptReturn)."""
+    metrics = compute_metrics(strategy, names)
+    refs = [
+        put_frame(
+            artifacts,
+            _equity_frame(strategy, names),
+            kind="equity_curve",
+            name="equity_curve.parquet",
+        ),
+        put_frame(artifacts, _trades_frame(strategy, names), kind="trades", name="trades.parquet"),
+        put_json(
+            artifacts,
+            _analyzers_document(strategy, names),
+            kind="analyzers",
+            name="analyzers.json",
+        ),
+    ]
+    return metrics, refs
+
+
+# -- the adapter ------------------------------------------------------------------------
+
+
+@dataclass
+class _Sweep:
+    batch: Batch
+    created_at: dt.datetime
+    experiments: list[Experiment] = field(default_factory=list)
+    next_index: int = 0
+
+
+class BacktraderAdapter:
+    """Records backtrader runs into a workspace (or into ports given explicitly).
+
+    ``workspace`` defaults to :func:`~quantrack.open_workspace` (opened on the first run);
+    tests and applications may pass ``tracker``, ``artifacts`` and ``observer`` instead.
+    ``store_inputs`` also stores each feed's data as Parquet; ``capture_code`` stores the
+    strategy's source.
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace | None = None,
+        *,
+        tracker: ExperimentTracker | None = None,
+        artifacts: ArtifactStore | None = None,
+        observer: BatchObserver | None = None,
+        store_inputs: bool = False,
+        capture_code: bool = True,
+    ) -> None:
+        given = [p for p in (tracker, artifacts, observer) if p is not None]
+        if workspace is not None and given:
+            raise ValueError("pass either a workspace or explicit ports, not both")
+        if given and (tracker is None or artifacts is None):
+            raise ValueError(
+                "explicit ports need at least a tracker and an artifact store "
+                "(BacktraderAdapter(tracker=..., artifacts=...))"
+            )
+        self._workspace = workspace
+        self._tracker = tracker
+        self._artifacts = artifacts
+        self._observer = observer
+        self.store_inputs = store_inputs
+        self.capture_code = capture_code
+
+    def _guard(self, label: str) -> RecordingGuard:
+        if self._tracker is not None and self._artifacts is not None:
+            from quantrack.adapters.memory import InMemoryBatchObserver
+
+            return RecordingGuard(
+                self._tracker,
+                self._artifacts,
+                self._observer if self._observer is not None else InMemoryBatchObserver(),
+                spool_dir=None,
+                engine=ENGINE,
+                label=label,
+            )
+        if self._workspace is None:
+            from quantrack.workspace import open_workspace
+
+            self._workspace = open_workspace()
+        return RecordingGuard.for_workspace(self._workspace, engine=ENGINE, label=label)
+
+    def run(
+        self,
+        cerebro: Any,
+        *,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        description: str = "",
+        seed: int | None = None,
+        **run_kwargs: Any,
+    ) -> Any:
+        """Run ``cerebro`` (``cerebro.run(**run_kwargs)``) and record it; return its result.
+
+        ``name`` names the run; ``params`` are extra params recorded beside the
+        strategy's; ``tags``, ``description`` and ``seed`` go on the definition.
+
+        Raises TypeError for something that is not a ``bt.Cerebro``, ValueError for an
+        empty name, a cerebro without data, or params that clash with the strategy's,
+        :class:`~quantrack.InvalidParams` for params with no JSON form, and whatever
+        backtrader raises, unchanged.
+        """
+        if not isinstance(cerebro, bt.Cerebro):
+            raise TypeError(
+                f"adapter.run expects a backtrader Cerebro, got {type(cerebro).__name__}"
+            )
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if not cerebro.datas:
+            raise ValueError(
+                "cerebro has no data feeds, so backtrader would run nothing; add one with "
+                "cerebro.adddata(feed) before adapter.run"
+            )
+        caller = canonical_params(dict(params or {}))
+        if PARAMS_KEY in caller:
+            raise ValueError(
+                f"params may not use the key {PARAMS_KEY!r}; the adapter records the "
+                "strategy, data and broker under it"
+            )
+        tags = tuple(tags)
+        for tag in tags:
+            if not isinstance(tag, str) or not tag.strip():
+                raise ValueError(f"tags must be non-empty strings, got {tag!r}")
+        optimizing = bool(cerebro._dooptimize)
+        if optimizing:
+            # optstrategy stores one-shot iterators; lists let us count and name the combos.
+            cerebro.strats = [list(entries) for entries in cerebro.strats]
+        if cerebro.strats:
+            combinations = list(itertools.product(*cerebro.strats))
+        else:  # backtrader runs its base Strategy when none was added
+            combinations = [((bt.Strategy, (), {}),)]
+        # Clashing caller params are the caller's mistake: say so before running anything.
+        probe = _Spec(name, "", caller, [], {}, {}, (), Provenance(), (), (), "", None)
+        for combination in combinations:
+            probe.params(combination)
+
+        try:
+            guard = self._guard(name)
+        except Exception as exc:
+            # Not even a workspace to spool into: run unrecorded rather than not at all.
+            _log.warning(
+                "recording.failed",
+                engine=ENGINE,
+                run=name,
+                error=describe_exception(exc),
+                spooled=False,
+                hint="the workspace could not be opened, so the backtest ran unrecorded",
+            )
+            return cerebro.run(**run_kwargs)
+        with guard:
+            names = guard.attempt(_ensure_analyzers, cerebro)
+
+            def describe() -> _Spec:
+                return self._spec(
+                    guard, cerebro, combinations[0], name, caller, tags, description, seed
+                )
+
+            if not optimizing:
+                return self._run_single(
+                    guard, cerebro, describe, names, combinations[0], run_kwargs
+                )
+            spec = guard.attempt(describe)
+            if spec is None or names is None:
+                return cerebro.run(**run_kwargs)
+            return self._run_sweep(guard, cerebro, spec, names, combinations, run_kwargs)
+
+    def _spec(
+        self,
+        guard: RecordingGuard,
+        cerebro: Any,
+        combination: Sequence[tuple[Any, Any, Any]],
+        name: str,
+        caller: dict[str, Any],
+        tags: tuple[str, ...],
+        description: str,
+        seed: int | None,
+    ) -> _Spec:
+        inputs: list[ArtifactRef] = []
+        for position, data in enumerate(cerebro.datas):
+            feed_name = data._name or f"data{position}"
+            source = _source_of(data)
+            payload = _fingerprint_bytes(source)
+            if payload is None:
+                continue
+            inputs.append(
+                guard.artifacts.put(
+                    payload,
+                    kind="input",
+                    media_type=JSON_MEDIA_TYPE,
+                    name=f"{feed_name}.fingerprint.json",
+                )
+            )
+            if self.store_inputs:
+                if isinstance(source, Path):
+                    raw, media = source.read_bytes(), "text/csv"
+                    stored_name = source.name
+                else:
+                    raw, media = frame_to_parquet(source), PARQUET_MEDIA_TYPE
+                    stored_name = f"{feed_name}.parquet"
+                inputs.append(
+                    guard.artifacts.put(raw, kind="input_data", media_type=media, name=stored_name)
+                )
+        strategy_cls = combination[0][0]
+        provenance, code = self._origin(guard, strategy_cls)
+        return _Spec(
+            name=name,
+            strategy=_qualified(strategy_cls),
+            caller_params=caller,
+            feeds=[_feed_info(data, i) for i, data in enumerate(cerebro.datas)],
+            broker=_broker_info(cerebro),
+            sizers=_sizer_info(cerebro),
+            inputs=tuple(inputs),
+            provenance=provenance,
+            code=code,
+            tags=tags,
+            description=description,
+            seed=seed,
+        )
+
+    def _origin(
+        self, guard: RecordingGuard, strategy_cls: type
+    ) -> tuple[Provenance, tuple[ArtifactRef, ...]]:
+        """Provenance, and the strategy's captured code when ``capture_code`` is on."""
+        version = str(bt.__version__)
+        try:
+            provenance, captured = capture_origin(
+                guard.artifacts,
+                strategy_cls if self.capture_code else None,
+                engine=ENGINE,
+                engine_version=version,
+                modules=("backtrader",),
+            )
+        except Exception as exc:
+            # A bad strategy.yaml must not cost the run its record: keep it, without code.
+            _log.warning("backtrader.code_capture_failed", error=describe_exception(exc))
+            return collect_provenance(engine=ENGINE, engine_version=version), ()
+        return provenance, captured.refs if captured is not None else ()
+
+    def _run_single(
+        self,
+        guard: RecordingGuard,
+        cerebro: Any,
+        describe: Callable[[], _Spec],
+        names: Mapping[str, str] | None,
+        combination: Sequence[tuple[Any, Any, Any]],
+        run_kwargs: Mapping[str, Any],
+    ) -> Any:
+        """One run, recorded with :func:`~quantrack.services.recording.track`.
+
+        Describing the run (fingerprints, provenance, code capture) and moving it to
+        running are done by a helper thread while backtrader runs: that work waits on git
+        and the database, not on Python, so the backtest barely notices it.
+        """
+        opened: dict[str, Any] = {}
+
+        def open_run() -> None:
+            spec = describe()
+            recording = track(
+                guard.tracker, guard.artifacts, spec.definition(spec.params(combination))
+            )
+            run = recording.__enter__()
+            opened.update(recording=recording, run=run)
+            for ref in spec.code:
+                run.add_artifact(ref)
+
+        helper = threading.Thread(
+            target=guard.attempt, args=(open_run,), name="quantrack-open-run", daemon=True
+        )
+        helper.start()
+        try:
+            result = cerebro.run(**run_kwargs)
+        except BaseException as exc:
+            helper.join()
+            if "recording" in opened:
+                # track() stores the failure (or the cancellation) and does not swallow it.
+                guard.attempt(opened["recording"].__exit__, type(exc), exc, exc.__traceback__)
+            raise
+        helper.join()
+        if "recording" in opened:
+            if names is not None:
+                guard.attempt(self._collect_single, guard, opened["run"], result, names)
+            guard.attempt(opened["recording"].__exit__, None, None, None)
+        return result
+
+    @staticmethod
+    def _collect_single(
+        guard: RecordingGuard, run: Run, result: Sequence[Any], names: Mapping[str, str]
+    ) -> None:
+        if not result:
+            return
+        metrics, refs = _outputs(result[0], names, guard.artifacts)
+        run.log_metrics(metrics)
+        for ref in refs:
+            run.add_artifact(ref)
+
+    def _run_sweep(
+        self,
+        guard: RecordingGuard,
+        cerebro: Any,
+        spec: _Spec,
+        names: Mapping[str, str],
+        combinations: list[Any],
+        run_kwargs: Mapping[str, Any],
+    ) -> Any:
+        grid: dict[str, list[Any]] = {}
+        for combination in combinations:
+            for _cls, _args, kwargs in combination:
+                for key, value in kwargs.items():
+                    values = grid.setdefault(key, [])
+                    plain = _plain(value)
+                    if plain not in values:
+                        values.append(plain)
+        batch = Batch(
+            name=spec.name,
+            total=len(combinations),
+            params={"engine": ENGINE, "strategy": spec.strategy, "grid": grid},
+            tags=spec.tags,
+        )
+        sweep = _Sweep(batch=start_batch(batch), created_at=utcnow())
+        guard.observer.on_batch_started(sweep.batch)
+
+        def on_combination(result: list[Any]) -> None:
+            index = sweep.next_index
+            sweep.next_index += 1
+            guard.attempt(
+                self._record_combination, guard, sweep, spec, names, index, combinations, result
+            )
+
+        callback = _ParentCallback(on_combination)
+        cerebro.optcallback(callback)
+        cerebro.runstrategies = _IsolatedCombinations(cerebro)
+        try:
+            results = cerebro.run(**run_kwargs)
+        except KeyboardInterrupt:
+            guard.attempt(self._end_sweep, guard, sweep, interrupted=True)
+            raise
+        except Exception as exc:
+            guard.attempt(self._fail_rest, guard, sweep, spec, combinations, exc)
+            guard.attempt(self._end_sweep, guard, sweep, interrupted=False)
+            raise
+        finally:
+            del cerebro.runstrategies
+            cerebro.optcbs.remove(callback)
+        guard.attempt(self._end_sweep, guard, sweep, interrupted=False)
+        return [r for r in results if not (r and isinstance(r[0], FailedCombination))]
+
+    @staticmethod
+    def _record_combination(
+        guard: RecordingGuard,
+        sweep: _Sweep,
+        spec: _Spec,
+        names: Mapping[str, str],
+        index: int,
+        combinations: list[Any],
+        result: list[Any],
+    ) -> None:
+        params = spec.params(combinations[index])
+        definition = spec.definition(params, batch_id=sweep.batch.id, batch_index=index)
+        experiment = new_experiment(definition, now=sweep.created_at)
+        if not result:
+            # The strategy raised StrategySkipError: backtrader ran nothing for these params.
+            experiment = transition(experiment, ExperimentStatus.RUNNING)
+            experiment = transition(
+                experiment,
+                ExperimentStatus.CANCELLED,
+                error="skipped by the strategy (StrategySkipError)",
+            )
+        elif isinstance(result[0], FailedCombination):
+            failure: FailedCombination = result[0]
+            experiment = transition(
+                experiment, ExperimentStatus.RUNNING, now=_utc(failure.wall_start)
+            )
+            trace = guard.artifacts.put(
+                failure.traceback.encode("utf-8"),
+                kind="diagnostics",
+                media_type="text/plain",
+                name="traceback.txt",
+            )
+            experiment = attach_results(
+                experiment, ExperimentResults(artifacts=(*spec.code, trace))
+            )
+            experiment = transition(
+                experiment,
+                ExperimentStatus.FAILED,
+                error=failure.error,
+                error_category=failure.category,
+                now=_utc(failure.wall_stop),
+            )
+        else:
+            equity = result[0].analyzers.getbyname(names["equity"])
+            experiment = transition(
+                experiment, ExperimentStatus.RUNNING, now=_utc(equity.wall_start)
+            )
+            metrics, refs = _outputs(result[0], names, guard.artifacts)
+            refs[:0] = spec.code
+            experiment = attach_results(
+                experiment, ExperimentResults(metrics=metrics, artifacts=tuple(refs))
+            )
+            experiment = transition(
+                experiment, ExperimentStatus.COMPLETED, now=_utc(equity.wall_stop)
+            )
+        _finish_item(guard, sweep, index, experiment)
+
+    @staticmethod
+    def _fail_rest(
+        guard: RecordingGuard,
+        sweep: _Sweep,
+        spec: _Spec,
+        combinations: list[Any],
+        exc: Exception,
+    ) -> None:
+        """The sweep itself broke: its unfinished combinations fail with that error."""
+        for index in range(sweep.next_index, len(combinations)):
+            definition = spec.definition(
+                spec.params(combinations[index]), batch_id=sweep.batch.id, batch_index=index
+            )
+            experiment = new_experiment(definition, now=sweep.created_at)
+            experiment = transition(experiment, ExperimentStatus.RUNNING)
+            experiment = transition(
+                experiment,
+                ExperimentStatus.FAILED,
+                error=describe_exception(exc),
+                error_category=categorize_error(exc),
+            )
+            _finish_item(guard, sweep, index, experiment)
+        sweep.next_index = len(combinations)
+
+    @staticmethod
+    def _end_sweep(guard: RecordingGuard, sweep: _Sweep, *, interrupted: bool) -> None:
+        if sweep.experiments:
+            with guard.tracker.session():
+                guard.tracker.record_finished(
+                    FinishedExperiments.from_experiments(sweep.experiments)
+                )
+        sweep.batch = finish_batch(sweep.batch, interrupted=interrupted)
+        guard.observer.on_batch_finished(sweep.batch)
+
+
+def _finish_item(guard: RecordingGuard, sweep: _Sweep, index: int, experiment: Experiment) -> None:
+    sweep.experiments.append(experiment)
+    item = BatchItemResult(
+        index=index,
+        experiment_id=experiment.id,
+        params=experiment.params,
+        status=experiment.status,
+        error=experiment.error,
+        error_category=experiment.error_category,
+        duration_seconds=experiment.duration_seconds,
+    )
+    sweep.batch = record_item(sweep.batch, item)
+    guard.observer.on_item_finished(sweep.batch, item)
+
+
+def _utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
