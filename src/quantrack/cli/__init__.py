@@ -1,5 +1,7 @@
-"""The quantrack command line (built on the workspace)."""
+"""The quantrack command line (built on the workspace): ``quantrack`` or
+``python -m quantrack``.
+"""
 
+from quantrack.cli.app import app, main
 
-def main() -> None:
-    """Run the command line."""
+__all__ = ["app", "main"]
