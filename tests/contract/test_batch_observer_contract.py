@@ -320,3 +320,43 @@ def test_list_batches_since(observer: PersistingObserver) -> None:
     later = made[2].created_at + dt.timedelta(seconds=1)
     assert observer.list_batches(since=later) == []
     assert [b.id for b in observer.list_batches(since=since, limit=1)] == [made[2].id]
+
+
+def test_record_selection_keeps_the_metric_and_nothing_else(observer: PersistingObserver) -> None:
+    """record_selection stores the picking metric (latest wins); status and counts stay."""
+    batch = started(2, batch_id="picked")
+    observer.on_batch_started(batch)
+    batch = feed(observer, batch, item(0), item(1, S.FAILED))
+    observer.on_batch_finished(finish_batch(batch, now=T0 + dt.timedelta(minutes=5)))
+    before = observer.get_batch("picked")
+    assert before.selection_metric is None
+    returned = observer.record_selection("picked", "sharpe")
+    assert returned == observer.get_batch("picked")
+    assert returned.selection_metric == "sharpe"
+    assert returned.model_dump(exclude={"selection_metric"}) == before.model_dump(
+        exclude={"selection_metric"}
+    )
+    assert observer.record_selection("picked", "total_return").selection_metric == "total_return"
+    assert observer.get_batch("picked").selection_metric == "total_return"
+
+
+def test_record_selection_survives_later_events(observer: PersistingObserver) -> None:
+    """A selection made while the batch runs is kept through its items and its finish."""
+    batch = started(1, batch_id="early")
+    observer.on_batch_started(batch)
+    observer.record_selection("early", "sortino")
+    batch = feed(observer, batch, item(0))
+    observer.on_batch_finished(finish_batch(batch, now=T0 + dt.timedelta(minutes=1)))
+    assert observer.get_batch("early").selection_metric == "sortino"
+
+
+def test_record_selection_of_unknown_batch_or_empty_metric_raises(
+    observer: PersistingObserver,
+) -> None:
+    """An unknown batch raises BatchNotFound; an empty metric raises ValueError."""
+    with pytest.raises(BatchNotFound):
+        observer.record_selection("missing", "sharpe")
+    observer.on_batch_started(started(1, batch_id="known"))
+    with pytest.raises(ValueError, match="metric"):
+        observer.record_selection("known", " ")
+    assert observer.get_batch("known").selection_metric is None

@@ -15,7 +15,7 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
-from quantrack.domain import ArtifactRef
+from quantrack.domain import ArtifactRef, Experiment, QuantrackError
 from quantrack.domain.artifacts import check_artifact_id
 from quantrack.ports import ArtifactStore
 
@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "EQUITY_KINDS",
     "JSON_MEDIA_TYPE",
     "PARQUET_MEDIA_TYPE",
+    "equity_curve",
     "frame_from_parquet",
     "frame_to_parquet",
     "get_frame",
@@ -35,6 +37,10 @@ __all__ = [
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 JSON_MEDIA_TYPE = "application/json"
+#: Artifact kinds that hold a run's equity curve (``equity`` is an older spelling).
+EQUITY_KINDS = ("equity_curve", "equity")
+_TIME_COLUMNS = ("time", "date", "datetime", "timestamp", "index")
+_VALUE_COLUMNS = ("value", "equity", "portfolio_value", "total_value")
 
 
 def frame_to_parquet(frame: pd.DataFrame | pd.Series[Any]) -> bytes:
@@ -136,3 +142,64 @@ def _id_of(ref_or_id: ArtifactRef | str, media_type: str) -> str:
             )
         return ref_or_id.id
     return check_artifact_id(ref_or_id)
+
+
+def _read_any_parquet(store: ArtifactStore, ref: ArtifactRef) -> pd.DataFrame:
+    # Any media type: older records labelled their Parquet bytes as octet-stream or similar.
+    return frame_from_parquet(store.get(ref.id))
+
+
+def _by_time(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in frame.columns:
+        if str(column).lower() in _TIME_COLUMNS:
+            return frame.set_index(column)
+    return frame
+
+
+def _value_series(frame: pd.DataFrame, ref: ArtifactRef) -> pd.Series[Any] | None:
+    if ref.part is not None:
+        # A sweep's curves share one wide file; the run's column is named by the ref's part.
+        if ref.part in frame.columns:
+            return frame[ref.part].astype("float64")
+        for column in frame.columns:
+            if str(column) == ref.part:
+                return frame[column].astype("float64")
+        return None
+    for column in frame.columns:
+        if str(column).lower() in _VALUE_COLUMNS:
+            return frame[column].astype("float64")
+    numeric = frame.select_dtypes("number")
+    if numeric.shape[1] == 0:
+        return None
+    series: pd.Series[Any] = numeric.iloc[:, 0].astype("float64")
+    return series
+
+
+def equity_curve(
+    store: ArtifactStore, experiment: Experiment, cache: dict[str, Any] | None = None
+) -> pd.Series[Any] | None:
+    """The run's equity curve (portfolio value over time, named by the run's id), or
+    ``None`` when it recorded none or its artifact cannot be read.
+
+    Reads both layouts the engine adapters write: one Parquet file per run (backtrader:
+    ``time``, ``value``, ``cash``) and one wide file shared by a sweep (vectorbt: the run's
+    column is its ref's ``part``). ``cache`` (artifact id → frame) lets the runs of one
+    sweep read that shared file once; it holds frames indexed by time.
+    """
+    cache = {} if cache is None else cache
+    for ref in experiment.artifacts:
+        if ref.kind not in EQUITY_KINDS:
+            continue
+        if ref.id not in cache:
+            try:
+                # Indexed once per file: a sweep's runs all share it.
+                cache[ref.id] = _by_time(_read_any_parquet(store, ref))
+            except (QuantrackError, KeyError, ValueError, OSError):
+                cache[ref.id] = None
+        frame = cache[ref.id]
+        if frame is None:
+            continue
+        series = _value_series(frame, ref)
+        if series is not None:
+            return series.dropna().rename(experiment.id)
+    return None

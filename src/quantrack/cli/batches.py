@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,6 +25,9 @@ from quantrack.cli._state import open_for, resolve_batch, state_of
 from quantrack.cli.runs import parse_when
 from quantrack.domain import Batch, BatchStatus
 from quantrack.workspace import Workspace
+
+if TYPE_CHECKING:
+    from quantrack.analysis import BatchAssessment
 
 __all__ = ["app", "load_function", "statistics_json"]
 
@@ -70,19 +73,37 @@ def list_batches(
 def show_batch(
     ctx: typer.Context,
     batch_id: Annotated[str, typer.Argument(metavar="ID", help="Batch id or unique prefix.")],
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Metric that picks the best run for the DSR (default: the batch's recorded "
+            "selection metric, else sharpe)."
+        ),
+    ] = None,
+    partitions: Annotated[
+        int, typer.Option(help="Blocks of the PBO's cross-validation (even, >= 2).")
+    ] = 16,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one batch: its counts, timing, error summary and items."""
+    """Show one batch: its counts, timing, error summary, overfitting statistics and items."""
+    if partitions < 2 or partitions % 2:
+        raise CliError(f"--partitions must be an even number of at least 2, got {partitions}")
+    if metric is not None and not metric.strip():
+        raise CliError("--metric must name a metric, such as sharpe")
     ws = open_for(ctx, workspace)
     batch = resolve_batch(ws, batch_id)
     items = ws.observer.batch_items(batch.id)
+    assessment = ws.assess_batch(
+        batch.id, metric=metric or batch.selection_metric or "sharpe", partitions=partitions
+    )
     if as_json or state_of(ctx).json:
         emit_json(
             {
                 **batch_json(batch),
                 "duration_seconds": batch.duration_seconds,
                 "throughput": batch.throughput,
+                "overfitting": assessment.to_dict(),
                 "items": [item.model_dump(mode="json") for item in items],
             }
         )
@@ -106,6 +127,7 @@ def show_batch(
     ]
     out = console()
     out.print(key_value_table([(k, v) for k, v in rows if v not in ("", None)], title="batch"))
+    out.print(key_value_table(_overfitting_rows(assessment), title="overfitting"))
     table = new_table("#", "TRY", "STATUS", "RUN", "ERROR", wrap=("ERROR",))
     shown = items[:50]
     for item in shown:
@@ -119,6 +141,26 @@ def show_batch(
     print_table(table, empty="no items recorded yet")
     if len(items) > len(shown):
         out.print(f"... {len(items) - len(shown)} more items (use --json to see all)")
+
+
+def _overfitting_rows(assessment: BatchAssessment) -> list[tuple[str, object]]:
+    best = assessment.best
+    pbo = assessment.pbo
+    rows: list[tuple[str, object]] = [
+        ("trials", assessment.trials),
+        ("selection metric", assessment.metric),
+        (
+            "best run",
+            f"{best.experiment_id} ({assessment.metric} {fmt_number(best.value)})" if best else "",
+        ),
+        ("PSR of best", fmt_number(best.psr) if best else ""),
+        ("DSR of best", fmt_number(assessment.dsr)),
+        ("PBO", f"{fmt_number(pbo.pbo)} ({pbo.combinations} splits)" if pbo else ""),
+        ("partitions", assessment.partitions),
+        ("periods", assessment.observations),
+    ]
+    rows.extend(("note", note) for note in assessment.notes)
+    return [(k, v) for k, v in rows if v not in ("", None)]
 
 
 @app.command("failed")

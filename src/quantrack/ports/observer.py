@@ -64,3 +64,11 @@ class BatchHistory(Protocol):
         Raises :class:`BatchNotFound`.
         """
         ...
+
+    def record_selection(self, batch_id: str, metric: str) -> Batch:
+        """Record that a run was picked from the batch by ``metric`` (the latest pick
+        wins) and return the batch as now stored; its status and counts are unchanged.
+
+        Raises :class:`BatchNotFound`, and ValueError for an empty ``metric``.
+        """
+        ...

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from quantrack.domain import ArtifactRef, Batch, Experiment, ExperimentFilter, QuantrackError
+from quantrack.domain import Batch, Experiment, ExperimentFilter, QuantrackError
 from quantrack.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ReportData", "collect_report_data", "equity_curve", "pick_heatmap_params"]
+    from quantrack.analysis import BatchAssessment
 
-_EQUITY_KINDS = ("equity_curve", "equity")
-_TIME_COLUMNS = ("time", "date", "datetime", "timestamp", "index")
-_VALUE_COLUMNS = ("value", "equity", "portfolio_value", "total_value")
+__all__ = ["ReportData", "collect_report_data", "equity_curve", "pick_heatmap_params"]
 
 
 @dataclass
@@ -25,7 +22,8 @@ class ReportData:
 
     ``runs`` are the runs of the tables; ``curves`` maps a run id to its equity curve
     (only runs that have one); ``sweep`` holds every run of a batch for the heat map of
-    ``metric`` over ``x`` and ``y``.
+    ``metric`` over ``x`` and ``y``. ``assessments`` hold each batch's overfitting
+    statistics (PSR of every run, DSR of the best, PBO).
     """
 
     title: str
@@ -36,40 +34,7 @@ class ReportData:
     x: str | None = None
     y: str | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def _read_frame(ws: Workspace, ref: ArtifactRef) -> pd.DataFrame:
-    import pandas as pd
-
-    try:
-        from quantrack.adapters.frames import get_frame
-    except ImportError:
-        data = ws.artifacts.get(ref.id)
-        return pd.read_parquet(io.BytesIO(data))
-    frame: pd.DataFrame = get_frame(ws.artifacts, ref)
-    return frame
-
-
-def _series_from(frame: pd.DataFrame, ref: ArtifactRef) -> pd.Series | None:
-
-    frame = frame.copy()
-    for column in frame.columns:
-        if str(column).lower() in _TIME_COLUMNS:
-            frame = frame.set_index(column)
-            break
-    if ref.part is not None:
-        for column in frame.columns:
-            if str(column) == ref.part:
-                return frame[column].astype("float64")
-        return None
-    for column in frame.columns:
-        if str(column).lower() in _VALUE_COLUMNS:
-            return frame[column].astype("float64")
-    numeric = frame.select_dtypes("number")
-    if numeric.shape[1] == 0:
-        return None
-    series: pd.Series = numeric.iloc[:, 0].astype("float64")
-    return series
+    assessments: list[BatchAssessment] = field(default_factory=list)
 
 
 def equity_curve(
@@ -77,25 +42,12 @@ def equity_curve(
 ) -> pd.Series | None:
     """The run's equity curve (value over time), or ``None`` when it recorded none.
 
-    A sweep's curves share one artifact; the run's column is the ref's ``part``.
-    ``cache`` (artifact id → frame) lets many runs of one sweep read that file once.
+    See :func:`quantrack.adapters.frames.equity_curve`, which this reads the workspace's
+    artifacts with.
     """
-    cache = {} if cache is None else cache
-    for ref in experiment.artifacts:
-        if ref.kind not in _EQUITY_KINDS:
-            continue
-        if ref.id not in cache:
-            try:
-                cache[ref.id] = _read_frame(ws, ref)
-            except (QuantrackError, KeyError, ValueError, OSError):
-                cache[ref.id] = None
-        frame = cache[ref.id]
-        if frame is None:
-            continue
-        series = _series_from(frame, ref)
-        if series is not None:
-            return series.dropna().rename(experiment.id)
-    return None
+    from quantrack.adapters.frames import equity_curve as read_curve
+
+    return read_curve(ws.artifacts, experiment, cache)
 
 
 def _numeric_varying(runs: list[Experiment]) -> list[str]:
@@ -174,6 +126,8 @@ def collect_report_data(
         notes.append("no heat map: the batch does not vary two numeric params")
     names = [b.name for b in batches] + [e.name for e in experiments]
     title = "quantrack report: " + ", ".join(dict.fromkeys(names))
+    from quantrack.analysis import assess_batch
+
     return ReportData(
         title=title,
         runs=runs,
@@ -183,4 +137,5 @@ def collect_report_data(
         x=hx,
         y=hy,
         notes=notes,
+        assessments=[assess_batch(ws, b.id, metric=metric) for b in batches],
     )

@@ -11,10 +11,14 @@ import html
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantrack.domain import EngineNotInstalled, Experiment
+from quantrack.domain.metrics import STANDARD_METRICS
 from quantrack.reports._data import ReportData
+
+if TYPE_CHECKING:
+    from quantrack.analysis import BatchAssessment
 
 __all__ = ["build_report", "write_report"]
 
@@ -121,6 +125,52 @@ def _figures(data: ReportData) -> list[tuple[str, Any]]:
     return figures
 
 
+_PSR_ROWS = 50
+
+
+def _overfitting(assessment: BatchAssessment) -> str:
+    """The batch's DSR and PBO, then the PSR of its runs, best by the metric first."""
+    best = assessment.best
+    pbo = assessment.pbo
+    summary: list[list[object]] = [
+        ["trials", assessment.trials],
+        ["selection metric", assessment.metric],
+        ["best run", f"{best.name} [{best.experiment_id[-6:]}]" if best else None],
+        ["PSR of the best run", best.psr if best else None],
+        ["DSR of the best run", assessment.dsr],
+        ["PBO", pbo.pbo if pbo else None],
+        ["partitions (CSCV)", assessment.partitions],
+        ["periods", assessment.observations],
+    ]
+    spec = STANDARD_METRICS.get(assessment.metric)
+    sign = -1.0 if spec is None or spec.higher_is_better else 1.0
+    ranked = sorted(assessment.runs, key=lambda r: (r.value is None, sign * (r.value or 0.0)))
+    shown = ranked[:_PSR_ROWS]
+    rows: list[list[object]] = [
+        [f"{r.name} [{r.experiment_id[-6:]}]", r.value, r.sharpe, r.psr] for r in shown
+    ]
+    parts = [
+        f"<h2>Overfitting: {html.escape(assessment.batch_name)}</h2>",
+        "<p class='notes'>Deflated Sharpe Ratio (Bailey &amp; López de Prado, 2014) of the "
+        "best run given the batch's trials; Probability of Backtest Overfitting by "
+        "combinatorially symmetric cross-validation (Bailey, Borwein, López de Prado &amp; "
+        "Zhu, 2015); Sharpe ratios per period.</p>",
+        _table(["", "value"], summary, differs=[False] * len(summary)),
+        "<h3>Probabilistic Sharpe Ratio of each run</h3>",
+        _table(
+            ["run", assessment.metric, "Sharpe (per period)", "PSR"],
+            rows,
+            differs=[best is not None and r.experiment_id == best.experiment_id for r in shown],
+        ),
+    ]
+    if len(ranked) > len(shown):
+        parts.append(f"<p class='notes'>the {len(shown)} best of {len(ranked)} runs shown</p>")
+    if assessment.notes:
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in assessment.notes)
+        parts.append(f"<ul class='notes'>{notes}</ul>")
+    return "\n".join(parts)
+
+
 def _sort_key(value: Any) -> tuple[int, Any]:
     return (0, value) if isinstance(value, int | float) else (1, str(value))
 
@@ -168,6 +218,7 @@ def build_report(data: ReportData) -> str:
     )
     parts.append("<h2>Metrics</h2>" + _side_by_side(runs, "metrics"))
     parts.append("<h2>Params</h2>" + _side_by_side(runs, "params"))
+    parts.extend(_overfitting(assessment) for assessment in data.assessments)
     if data.notes:
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
         parts.append(f"<h2>Notes</h2><ul class='notes'>{notes}</ul>")

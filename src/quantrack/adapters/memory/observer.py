@@ -76,6 +76,15 @@ class InMemoryBatchObserver:
         with self._lock:
             return [self._items[batch_id][key] for key in sorted(self._items[batch_id])]
 
+    def record_selection(self, batch_id: str, metric: str) -> Batch:
+        """Keep ``metric`` as the batch's selection metric; return the updated batch."""
+        if not isinstance(metric, str) or not metric.strip():
+            raise ValueError(f"metric must be a metric name such as 'sharpe', got {metric!r}")
+        with self._lock:
+            stored = self._stored(batch_id).model_copy(update={"selection_metric": metric.strip()})
+            self._batches[batch_id] = stored
+            return stored
+
     def _stored(self, batch_id: str) -> Batch:
         try:
             return self._batches[batch_id]
