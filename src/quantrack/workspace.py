@@ -35,6 +35,7 @@ from quantrack.services.retention import GcReport, referenced_artifact_ids
 
 if TYPE_CHECKING:
     # The batch runner is loaded when a batch first runs, keeping `import quantrack` light.
+    from quantrack import analysis as _analysis
     from quantrack.services import batches as _batches
 
 __all__ = [
@@ -369,6 +370,17 @@ class Workspace:
         workers = worker_count(resolved) if resolved is not None else None
         in_flight = None if workers is None else (workers if timeout else 2 * workers)
         return resolved, in_flight
+
+    def assess_batch(
+        self, batch_id: str, *, metric: str = "sharpe", partitions: int = 16
+    ) -> _analysis.BatchAssessment:
+        """PSR of every run, DSR of the best run by ``metric`` and PBO of the batch.
+
+        See :func:`quantrack.analysis.assess_batch`.
+        """
+        from quantrack import analysis as _analysis
+
+        return _analysis.assess_batch(self, batch_id, metric=metric, partitions=partitions)
 
 
 def _calling_code(frame: FrameType) -> object:

@@ -479,3 +479,11 @@ def test_sweep_into_a_real_workspace(tmp_path: Path, grid: Any) -> None:
     assert ws.observer.get_batch(result.batch_id or "").succeeded == len(best)
     curve = next(ref for ref in best[0].artifacts if ref.kind == "equity_curve")
     assert ws.artifacts.exists(curve.id)
+
+
+def test_empty_in_memory_ports_are_accepted() -> None:
+    """Explicit ports are used even when empty (an empty tracker is falsy by its length)."""
+    tracker, artifacts = InMemoryExperimentTracker(), InMemoryArtifactStore()
+    adapter = VectorbtAdapter(tracker=tracker, artifacts=artifacts)
+    assert adapter.tracker is tracker
+    assert adapter.artifacts is artifacts

@@ -419,18 +419,25 @@ def best_runs(
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The completed runs with the best value of a metric."""
+    """The completed runs with the best value of a metric.
+
+    With ``--batch``, the batch records that this metric picked its best run (shown by
+    ``batches show``, which deflates that run's Sharpe ratio by the batch's trials).
+    """
     name, _ = parse_sort(metric)
     ws = open_for(ctx, workspace)
+    batch_id = resolve_batch(ws, batch).id if batch else None
     query = ExperimentFilter(
         status=frozenset({ExperimentStatus.COMPLETED}),
         strategy=strategy,
-        batch_id=resolve_batch(ws, batch).id if batch else None,
+        batch_id=batch_id,
         order_by=name,
         descending=not lowest,
         limit=n,
     )
     experiments = [e for e in ws.tracker.list_experiments(query) if name in e.metrics]
+    if batch_id is not None and experiments:
+        ws.observer.record_selection(batch_id, name)
     if as_json or state_of(ctx).json:
         emit_json([experiment_json(e) for e in experiments])
         return
@@ -565,6 +572,43 @@ def export_run(
         emit_json({"experiment_id": experiment.id, "path": str(where)})
         return
     console().print(f"exported {experiment.id} to {where}")
+
+
+@app.command("reproduce")
+def reproduce_run(
+    ctx: typer.Context,
+    experiment_id: Annotated[str, typer.Argument(metavar="ID", help="Run id or prefix.")],
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance",
+            min=0.0,
+            help="Largest relative difference (to max(1, |value|)) still counted as equal.",
+        ),
+    ] = 1e-9,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild a run from its captured code, params and stored inputs; run and compare it.
+
+    Exits 0 when the run is reproduced and 1 when anything differs (listed).
+    """
+    from quantrack.reproduce import reproduce
+
+    if not tolerance < float("inf"):  # typer's min= lets nan and inf through
+        raise CliError(
+            f"--tolerance {tolerance} is not a finite number; pass e.g. --tolerance 1e-6",
+            exit_code=EXIT_BAD_INPUT,
+        )
+    ws = open_for(ctx, workspace)
+    experiment = resolve_experiment(ws, experiment_id)
+    report = reproduce(ws, experiment.id, tolerance=tolerance)
+    if as_json or state_of(ctx).json:
+        emit_json(report.to_dict())
+    else:
+        console().print(Text(report.summary()))
+    if not report.reproduced:
+        raise typer.Exit(code=1)
 
 
 @app.command("delete")

@@ -52,6 +52,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import threading
 import time
 import traceback
@@ -405,6 +406,148 @@ def input_fingerprint(source: Any, *, name: str | None = None) -> ArtifactRef:
     )
 
 
+# -- the recipe: what quantrack.reproduce needs to rebuild the cerebro -------------------
+
+RECIPE_KIND = "recipe"
+RECIPE_FORMAT = "quantrack-recipe/1"
+
+
+def _encode(value: Any) -> tuple[bool, Any]:
+    """``(True, json)`` when ``value`` survives a JSON round trip as itself (dates tagged)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return (isinstance(value, float) and not math.isfinite(value)) is False, value
+    if isinstance(value, dt.datetime):
+        return True, {"__datetime__": value.isoformat()}
+    if isinstance(value, dt.date):
+        return True, {"__date__": value.isoformat()}
+    if isinstance(value, dt.time):
+        return True, {"__time__": value.isoformat()}
+    if isinstance(value, list | tuple):
+        items = [_encode(v) for v in value]
+        if all(ok for ok, _ in items):
+            return True, {
+                "__tuple__" if isinstance(value, tuple) else "__list__": [v for _, v in items]
+            }
+    return False, repr(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # numpy and pandas values compare elementwise or refuse
+        return False
+
+
+def _encoded_kwargs(cls: type, values: Mapping[str, Any], *, only_changed: bool) -> dict[str, Any]:
+    """``{"params": {...}, "opaque": [...]}``: the settings that differ from ``cls``'s
+    defaults (or all of ``values``); ``opaque`` names those with no faithful JSON form.
+    """
+    defaults = dict(cls.params._getitems()) if hasattr(cls, "params") else {}
+    params: dict[str, Any] = {}
+    opaque: list[str] = []
+    for key, value in values.items():
+        if key in ("dataname", "_name"):
+            continue
+        if only_changed and key in defaults and _same(defaults[key], value):
+            continue
+        ok, encoded = _encode(value)
+        params[str(key)] = encoded
+        if not ok:
+            opaque.append(str(key))
+    return {"params": params, "opaque": opaque}
+
+
+def _class_entry(cls: type) -> dict[str, str]:
+    return {"module": str(cls.__module__), "qualname": str(cls.__qualname__)}
+
+
+def _recipe(
+    cerebro: Any,
+    combination: Sequence[tuple[Any, Sequence[Any], Mapping[str, Any]]],
+    feed_refs: Sequence[tuple[str | None, str | None, str | None]],
+    run_kwargs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """How to rebuild this cerebro; the per-run strategy params are in the run's params."""
+    feeds = []
+    for data, (fingerprint, stored, file_name) in zip(cerebro.datas, feed_refs, strict=True):
+        source = _source_of(data)
+        kind = "frame" if fingerprint and not file_name else ("file" if file_name else None)
+        feeds.append(
+            {
+                **_class_entry(type(data)),
+                **_encoded_kwargs(type(data), data.p._getkwargs(), only_changed=True),
+                "name": data._name or "",
+                "source": kind if source is not None else None,
+                "fingerprint": fingerprint,
+                "data": stored,
+                "file_name": file_name,
+            }
+        )
+    broker = cerebro.getbroker()
+    commission = [
+        {
+            "key": key,
+            **_class_entry(type(info)),
+            **_encoded_kwargs(type(info), info.p._getkwargs(), only_changed=True),
+        }
+        for key, info in getattr(broker, "comminfo", {}).items()
+    ]
+    strategies = []
+    for cls, args, kwargs in combination:
+        entry = {**_class_entry(cls), **_encoded_kwargs(cls, kwargs, only_changed=False)}
+        entry["args_opaque"] = not all(_encode(a)[0] for a in args)
+        # Where the code lives now, so a reproduction can say whether it has changed since.
+        entry["file"] = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        strategies.append(entry)
+
+    def added(entries: Iterable[tuple[type, Sequence[Any], Mapping[str, Any]]]) -> list[Any]:
+        out = []
+        for cls, args, kwargs in entries:
+            if str(kwargs.get("_name", "")).startswith("quantrack_"):
+                continue
+            encoded_args = [_encode(a) for a in args]
+            out.append(
+                {
+                    **_class_entry(cls),
+                    **_encoded_kwargs(cls, kwargs, only_changed=False),
+                    "_name": kwargs.get("_name"),
+                    "args": [v for _, v in encoded_args],
+                    "args_opaque": not all(ok for ok, _ in encoded_args),
+                }
+            )
+        return out
+
+    sizers = []
+    for key, (cls, args, kwargs) in getattr(cerebro, "sizers", {}).items():
+        sizers.append({"key": key, **added([(cls, args, kwargs)])[0]})
+    return {
+        "format": RECIPE_FORMAT,
+        "engine": ENGINE,
+        "strategies": strategies,
+        "feeds": feeds,
+        "broker": {
+            **_class_entry(type(broker)),
+            **_encoded_kwargs(type(broker), broker.p._getkwargs(), only_changed=True),
+        },
+        "commission": commission,
+        "sizers": sizers,
+        "analyzers": added(cerebro.analyzers),
+        "observers": [
+            {**entry, "multi": bool(multi)}
+            for (multi, *_), entry in zip(
+                cerebro.observers,
+                added((cls, args, kwargs) for _m, cls, args, kwargs in cerebro.observers),
+                strict=True,
+            )
+        ],
+        "cerebro": _encoded_kwargs(
+            type(cerebro), {**cerebro.p._getkwargs(), **run_kwargs}, only_changed=True
+        ),
+    }
+
+
 # -- describing a run before it runs ---------------------------------------------------
 
 
@@ -424,6 +567,7 @@ class _Spec:
     tags: tuple[str, ...]
     description: str
     seed: int | None
+    reproduces: str | None = None
 
     def params(
         self, combination: Sequence[tuple[Any, Sequence[Any], Mapping[str, Any]]]
@@ -467,6 +611,7 @@ class _Spec:
             tags=self.tags,
             seed=self.seed,
             description=self.description,
+            reproduces=self.reproduces,
             **extra,
         )
 
@@ -760,6 +905,31 @@ class BacktraderAdapter:
         self.store_inputs = store_inputs
         self.capture_code = capture_code
 
+    def best(self, batch_id: str, *, metric: str = "sharpe", n: int = 1) -> list[Experiment]:
+        """The ``n`` completed runs of the sweep ``batch_id`` with the best ``metric``, best
+        first; the batch records that ``metric`` picked them (``Batch.selection_metric``).
+
+        See :func:`quantrack.analysis.pick_best` for the direction and the errors; a
+        TypeError says so when the adapter's observer keeps no batches to select from.
+        """
+        from quantrack.analysis import pick_best
+        from quantrack.ports import BatchHistory
+
+        if self._tracker is not None:
+            tracker, history = self._tracker, self._observer
+        else:
+            if self._workspace is None:
+                from quantrack.workspace import open_workspace
+
+                self._workspace = open_workspace()
+            tracker, history = self._workspace.tracker, self._workspace.observer
+        if not isinstance(history, BatchHistory):
+            raise TypeError(
+                "best() needs an observer that keeps batches (a BatchHistory, such as "
+                "InMemoryBatchObserver); pass observer=... or a workspace to the adapter"
+            )
+        return pick_best(tracker, history, batch_id, metric=metric, n=n)
+
     def _guard(self, label: str) -> RecordingGuard:
         if self._tracker is not None and self._artifacts is not None:
             from quantrack.adapters.memory import InMemoryBatchObserver
@@ -787,12 +957,15 @@ class BacktraderAdapter:
         tags: Iterable[str] = (),
         description: str = "",
         seed: int | None = None,
+        reproduces: str | None = None,
         **run_kwargs: Any,
     ) -> Any:
         """Run ``cerebro`` (``cerebro.run(**run_kwargs)``) and record it; return its result.
 
         ``name`` names the run; ``params`` are extra params recorded beside the
-        strategy's; ``tags``, ``description`` and ``seed`` go on the definition.
+        strategy's; ``tags``, ``description`` and ``seed`` go on the definition;
+        ``reproduces`` is the id of the run this one reproduces (set by
+        :func:`quantrack.reproduce.reproduce`).
 
         Raises TypeError for something that is not a ``bt.Cerebro``, ValueError for an
         empty name, a cerebro without data, or params that clash with the strategy's,
@@ -851,7 +1024,16 @@ class BacktraderAdapter:
 
             def describe() -> _Spec:
                 return self._spec(
-                    guard, cerebro, combinations[0], name, caller, tags, description, seed
+                    guard,
+                    cerebro,
+                    combinations[0],
+                    name,
+                    caller,
+                    tags,
+                    description,
+                    seed,
+                    run_kwargs=run_kwargs,
+                    reproduces=reproduces,
                 )
 
             if not optimizing:
@@ -873,22 +1055,27 @@ class BacktraderAdapter:
         tags: tuple[str, ...],
         description: str,
         seed: int | None,
+        *,
+        run_kwargs: Mapping[str, Any],
+        reproduces: str | None,
     ) -> _Spec:
         inputs: list[ArtifactRef] = []
+        feed_refs: list[tuple[str | None, str | None, str | None]] = []
         for position, data in enumerate(cerebro.datas):
             feed_name = data._name or f"data{position}"
             source = _source_of(data)
             payload = _fingerprint_bytes(source)
             if payload is None:
+                feed_refs.append((None, None, None))
                 continue
-            inputs.append(
-                guard.artifacts.put(
-                    payload,
-                    kind="input",
-                    media_type=JSON_MEDIA_TYPE,
-                    name=f"{feed_name}.fingerprint.json",
-                )
+            fingerprint = guard.artifacts.put(
+                payload,
+                kind="input",
+                media_type=JSON_MEDIA_TYPE,
+                name=f"{feed_name}.fingerprint.json",
             )
+            inputs.append(fingerprint)
+            stored_id: str | None = None
             if self.store_inputs:
                 if isinstance(source, Path):
                     raw, media = source.read_bytes(), "text/csv"
@@ -896,11 +1083,26 @@ class BacktraderAdapter:
                 else:
                     raw, media = frame_to_parquet(source), PARQUET_MEDIA_TYPE
                     stored_name = f"{feed_name}.parquet"
-                inputs.append(
-                    guard.artifacts.put(raw, kind="input_data", media_type=media, name=stored_name)
+                stored = guard.artifacts.put(
+                    raw, kind="input_data", media_type=media, name=stored_name
                 )
+                inputs.append(stored)
+                stored_id = stored.id
+            file_name = display_name(source.name) if isinstance(source, Path) else None
+            feed_refs.append((fingerprint.id, stored_id, file_name))
         strategy_cls = combination[0][0]
         provenance, code = self._origin(guard, strategy_cls)
+        try:
+            recipe = put_json(
+                guard.artifacts,
+                _recipe(cerebro, combination, feed_refs, run_kwargs),
+                kind=RECIPE_KIND,
+                name="recipe.json",
+            )
+            code = (*code, recipe)
+        except Exception as exc:
+            # Without a recipe the run cannot be reproduced, but it is still worth keeping.
+            _log.warning("backtrader.recipe_failed", error=describe_exception(exc))
         return _Spec(
             name=name,
             strategy=_qualified(strategy_cls),
@@ -914,6 +1116,7 @@ class BacktraderAdapter:
             tags=tags,
             description=description,
             seed=seed,
+            reproduces=reproduces,
         )
 
     def _origin(

@@ -41,6 +41,7 @@ from quantrack.domain import (
     Batch,
     BatchItemResult,
     EngineNotInstalled,
+    Experiment,
     ExperimentDefinition,
     ExperimentResults,
     ExperimentStatus,
@@ -138,6 +139,8 @@ class _Prepared:
     provenance: Provenance | None = None
     input_refs: tuple[ArtifactRef, ...] = ()
     code_refs: tuple[ArtifactRef, ...] = ()
+    reproduces: str | None = None
+    call: dict[str, Any] | None = None
 
 
 class VectorbtAdapter:
@@ -164,9 +167,11 @@ class VectorbtAdapter:
         store_inputs: bool = False,
         capture_code: bool = True,
     ) -> None:
-        tracker = tracker or (workspace.tracker if workspace is not None else None)
-        artifacts = artifacts or (workspace.artifacts if workspace is not None else None)
-        observer = observer or (workspace.observer if workspace is not None else None)
+        # `is None`, not `or`: an empty in-memory tracker has a length of 0 and is falsy.
+        if workspace is not None:
+            tracker = workspace.tracker if tracker is None else tracker
+            artifacts = workspace.artifacts if artifacts is None else artifacts
+            observer = workspace.observer if observer is None else observer
         if tracker is None or artifacts is None:
             raise TypeError(
                 "VectorbtAdapter needs a workspace (VectorbtAdapter(open_workspace())) or "
@@ -201,6 +206,8 @@ class VectorbtAdapter:
         equity: bool = True,
         trades: bool = True,
         allow_pickle: bool = False,
+        reproduces: str | None = None,
+        code_from: object | None = None,
     ) -> RecordResult:
         """Record a finished Portfolio: one experiment per column, a batch for several.
 
@@ -209,15 +216,23 @@ class VectorbtAdapter:
         the portfolio was built from (a frame, a mapping of name to frame, or a list;
         :class:`ArtifactRef` s are referenced as they are). ``equity``/``trades`` store
         those frames (one shared Parquet file each); ``allow_pickle=True`` also stores the
-        whole Portfolio pickled. Bad arguments raise at once; a storage failure does not
-        raise (see the module docstring) and gives ``recorded=False``.
+        whole Portfolio pickled. ``code_from`` is what to capture the code of (a function,
+        class, module or path; by default the calling file); ``reproduces`` is the id of
+        the run this one reproduces. Bad arguments raise at once; a storage failure does
+        not raise (see the module docstring) and gives ``recorded=False``.
+
+        A portfolio built by your own code cannot be rebuilt by
+        :func:`quantrack.reproduce.reproduce`; record it with :meth:`run` for that.
         """
         _check_portfolio(pf)
         prepared = _prepare(name, params, inputs, tags, strategy, description)
+        prepared.reproduces = reproduces
         axis = column_axis(pf, single_params_from_index=False)
         _check_param_clash(prepared.params, axis.level_names, len(axis))
         now = utcnow()
-        code = _caller_file() if self.capture_code else None
+        code: object | None = None
+        if self.capture_code:
+            code = code_from if code_from is not None else _caller_file()
         guard = self._guard(prepared.name)
         with guard:
             result = guard.attempt(
@@ -246,23 +261,33 @@ class VectorbtAdapter:
         equity: bool = True,
         trades: bool = True,
         allow_pickle: bool = False,
+        reproduces: str | None = None,
         **kwargs: Any,
     ) -> vbt.Portfolio:
         """Call ``fn(*args, **kwargs)``, which builds a Portfolio, and record it; return it.
 
         An experiment named ``name`` is running while ``fn`` executes (its params are
-        ``params`` plus the plain keyword arguments). When ``fn`` raises, the experiment
+        ``params`` plus the plain arguments, positional ones under their parameter names;
+        frame and Series arguments are its inputs). When ``fn`` raises, the experiment
         fails with the error's category and a traceback artifact, and the original
         exception is re-raised unchanged. When it returns, the portfolio is recorded as
         by :meth:`record`: a single column on this experiment; several columns as a batch
         of their own, this experiment holding the shared artifacts. What was written is
         in ``adapter.last_result``.
+
+        The call itself is recorded as a ``recipe`` artifact (the function's module and
+        name, plain arguments as values, frames and Series as inputs) so that
+        :func:`quantrack.reproduce.reproduce` can run it again; ``reproduces`` is the id
+        of the run this call reproduces.
         """
         if not callable(fn):
             raise TypeError(f"run() needs a function that returns a Portfolio, got {fn!r}")
-        call_params = {**_plain_kwargs(kwargs), **dict(params or {})}
+        bound = _bound_arguments(fn, args, kwargs)
+        call_params = {**_plain_kwargs(bound), **_plain_kwargs(kwargs), **dict(params or {})}
         strategy = _qualified_name(fn)
         prepared = _prepare(name, call_params, inputs, tags, strategy, "")
+        prepared.reproduces = reproduces
+        prepared.call = _call_recipe(fn, args, kwargs, bound, prepared.inputs)
         code = fn if self.capture_code else None
         guard = self._guard(prepared.name)
         with guard:
@@ -305,6 +330,23 @@ class VectorbtAdapter:
             )
         self._finish(result, guard, run_id=run_id)
         return pf
+
+    def best(self, batch_id: str, *, metric: str = "sharpe", n: int = 1) -> list[Experiment]:
+        """The ``n`` completed runs of the sweep ``batch_id`` with the best ``metric``, best
+        first; the batch records that ``metric`` picked them (``Batch.selection_metric``).
+
+        See :func:`quantrack.analysis.pick_best` for the direction and the errors; a
+        TypeError says so when the adapter's observer keeps no batches to select from.
+        """
+        from quantrack.analysis import pick_best
+        from quantrack.ports import BatchHistory
+
+        if not isinstance(self.observer, BatchHistory):
+            raise TypeError(
+                "best() needs an observer that keeps batches (a BatchHistory, such as "
+                "InMemoryBatchObserver); pass observer=... or a workspace to the adapter"
+            )
+        return pick_best(self.tracker, self.observer, batch_id, metric=metric, n=n)
 
     def load_portfolio(self, ref: ArtifactRef, *, allow_pickle: bool = False) -> vbt.Portfolio:
         """The Portfolio stored by ``record(..., allow_pickle=True)``; see
@@ -384,6 +426,9 @@ class VectorbtAdapter:
     def _start_run(self, guard: RecordingGuard, prepared: _Prepared, code: object | None) -> str:
         inputs = tuple(self._input_refs(guard.artifacts, prepared.inputs))
         provenance, code_refs = _origin(guard.artifacts, code)
+        if prepared.call is not None:
+            recipe = _finish_recipe(prepared.call, prepared.inputs, inputs)
+            code_refs = (*code_refs, put_json(guard.artifacts, recipe, kind=RECIPE_KIND))
         prepared.code_refs = code_refs
         prepared.provenance = provenance
         prepared.input_refs = inputs
@@ -396,6 +441,7 @@ class VectorbtAdapter:
             provenance=provenance,
             tags=prepared.tags,
             description=prepared.description,
+            reproduces=prepared.reproduces,
         )
         with guard.tracker.session():
             experiment = guard.tracker.create_experiment(definition)
@@ -490,6 +536,7 @@ class VectorbtAdapter:
                 provenance=provenance,
                 tags=prepared.tags,
                 description=prepared.description,
+                reproduces=prepared.reproduces,
             )
             records = FinishedExperiments(
                 template=template,
@@ -557,6 +604,7 @@ class VectorbtAdapter:
             tags=prepared.tags,
             description=prepared.description,
             batch_id=batch.id,
+            reproduces=prepared.reproduces,
         )
         # Ids drawn in the same millisecond differ in their 80 random bits.
         ids = tuple(new_id() for _ in range(n))
@@ -756,6 +804,97 @@ def _plain_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         ):
             plain[key] = list(value)
     return plain
+
+
+# -- the recipe: what quantrack.reproduce needs to call the function again -------------------
+
+RECIPE_KIND = "recipe"
+RECIPE_FORMAT = "quantrack-recipe/1"
+
+
+def _bound_arguments(
+    fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The call's arguments by parameter name (``{}`` when the signature says nothing)."""
+    import inspect
+
+    try:
+        return dict(inspect.signature(fn).bind_partial(*args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        return {}
+
+
+def _call_recipe(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    bound: Mapping[str, Any],
+    inputs: list[tuple[str, InputLike]],
+) -> dict[str, Any]:
+    """How to call ``fn`` again; frame arguments are appended to ``inputs`` (once each)."""
+    names = list(bound)
+
+    def encode(value: Any, label: str) -> dict[str, Any]:
+        if value is None or isinstance(value, bool | int | float | str):
+            return {"value": value}
+        if isinstance(value, list | tuple) and all(
+            v is None or isinstance(v, bool | int | float | str) for v in value
+        ):
+            return {"value": list(value), "tuple": isinstance(value, tuple)}
+        if isinstance(value, pd.DataFrame | pd.Series):
+            for existing, frame in inputs:
+                if frame is value:
+                    label = existing
+                    break
+            else:
+                inputs.append((label, value))
+            freq = getattr(value.index, "freqstr", None)
+            entry: dict[str, Any] = {"input": label, "freq": freq}
+            if isinstance(value, pd.Series):
+                name = value.name
+                entry["series"] = True
+                entry["series_name"] = name if isinstance(name, str | int | None) else str(name)
+            return entry
+        return {"opaque": f"{type(value).__module__}.{type(value).__qualname__}"}
+
+    positional = [
+        encode(value, names[i] if i < len(names) else f"arg{i}") for i, value in enumerate(args)
+    ]
+    keyword = {key: encode(value, key) for key, value in kwargs.items()}
+    qualname = getattr(fn, "__qualname__", "") or ""
+    return {
+        "format": RECIPE_FORMAT,
+        "engine": ENGINE,
+        "function": {
+            "module": getattr(fn, "__module__", None),
+            "qualname": qualname,
+            # Where the code lives now, so a reproduction can say whether it changed since.
+            "file": getattr(sys.modules.get(getattr(fn, "__module__", "") or ""), "__file__", None),
+        },
+        "args": positional,
+        "kwargs": keyword,
+    }
+
+
+def _finish_recipe(
+    call: dict[str, Any],
+    inputs: Sequence[tuple[str, InputLike]],
+    refs: Sequence[ArtifactRef],
+) -> dict[str, Any]:
+    """``call`` with each input label resolved to the id and media type of its artifact."""
+    by_label = {label: ref for (label, _value), ref in zip(inputs, refs, strict=True)}
+
+    def resolve(entry: dict[str, Any]) -> dict[str, Any]:
+        if "input" not in entry:
+            return entry
+        ref = by_label[entry["input"]]
+        return {**entry, "artifact": ref.id, "stored": ref.media_type == PARQUET_MEDIA_TYPE}
+
+    return {
+        **call,
+        "args": [resolve(entry) for entry in call["args"]],
+        "kwargs": {key: resolve(entry) for key, entry in call["kwargs"].items()},
+    }
 
 
 # -- provenance and code -------------------------------------------------------------------
