@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from quantrack.adapters.duckdb import DuckDBBatchObserver, DuckDBExperimentTracker
+from quantrack.adapters.filesystem import FilesystemArtifactStore
 from quantrack.adapters.memory import (
     InMemoryArtifactStore,
     InMemoryBatchObserver,
@@ -24,10 +26,13 @@ ObserverFactory = Callable[[Path], PersistingObserver]
 
 TRACKERS: dict[str, TrackerFactory] = {
     "memory": lambda _folder: InMemoryExperimentTracker(),
+    "duckdb": lambda folder: DuckDBExperimentTracker(folder / "runs.duckdb", timeout=10.0),
 }
 ARTIFACT_STORES: dict[str, ArtifactStoreFactory] = {
     "memory": lambda _folder: InMemoryArtifactStore(),
+    "filesystem": lambda folder: FilesystemArtifactStore(folder / "artifacts"),
 }
 OBSERVERS: dict[str, ObserverFactory] = {
     "memory": lambda _folder: InMemoryBatchObserver(),
+    "duckdb": lambda folder: DuckDBBatchObserver(folder / "runs.duckdb", timeout=10.0),
 }

@@ -1,0 +1,232 @@
+"""Benchmark the DuckDB adapters; prints each figure next to its target.
+
+Run ``.venv/bin/python benchmarks/bench_duckdb.py`` (about two minutes and 2 GB of
+memory for the 1,000,000-experiment part) or with ``--quick`` for smaller sizes. Every
+figure is measured on a fresh database file in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import multiprocessing as mp
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import structlog
+
+from quantrack.adapters.duckdb import DuckDBExperimentTracker
+from quantrack.domain import (
+    ExperimentDefinition,
+    ExperimentFilter,
+    ExperimentResults,
+    ExperimentStatus,
+    FinishedExperiments,
+)
+
+_TOP10 = ExperimentFilter(where="sharpe > 1", strategy="sma", order_by="sharpe", limit=10)
+
+
+def _quiet() -> None:
+    # One log line per transition would dominate the figures.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def make_records(n: int, offset: int, seed: int = 0) -> FinishedExperiments:
+    """``n`` finished runs with 8 params, 12 metrics and 3 tags, ids from ``offset``."""
+    rng = random.Random(seed + offset)
+    now = dt.datetime.now(dt.UTC)
+    strategies = ("sma", "rsi", "breakout")
+    return FinishedExperiments(
+        template=ExperimentDefinition(
+            name="sweep", strategy="sma", engine="vectorbt", tags=("sweep", "bench", "daily")
+        ),
+        ids=tuple(f"{offset + i:032x}" for i in range(n)),
+        params=tuple(
+            {
+                "fast": i % 50,
+                "slow": 20 + i % 100,
+                "symbol": f"S{i % 30}",
+                "stop": 0.01 * (i % 7) + 0.001,
+                "long_only": i % 2 == 0,
+                "strategy_kind": strategies[i % 3],
+                "lookback": 5 + i % 250,
+                "fee": 0.0005,
+            }
+            for i in range(n)
+        ),
+        metrics={
+            "sharpe": tuple(rng.gauss(0, 1) for _ in range(n)),
+            **{f"metric_{j}": tuple(rng.random() for _ in range(n)) for j in range(11)},
+        },
+        status=(ExperimentStatus.COMPLETED,) * n,
+        created_at=(now,) * n,
+        started_at=(now,) * n,
+        completed_at=(now,) * n,
+    )
+
+
+def bench_bulk(folder: Path, n: int) -> None:
+    """Bulk-record ``n`` finished experiments."""
+    start = time.perf_counter()
+    records = make_records(n, 0)
+    built = time.perf_counter() - start
+    tracker = DuckDBExperimentTracker(folder / "bulk.duckdb")
+    start = time.perf_counter()
+    tracker.record_finished(records)
+    took = time.perf_counter() - start
+    tracker.close()
+    print(f"bulk record_finished of {n:,}: {n / took:,.0f} experiments/s (target >= 100,000/s)")
+    print(f"  (building the FinishedExperiments columns, not timed above: {built:.2f} s)")
+
+
+def _lifecycle(tracker: DuckDBExperimentTracker, i: int) -> None:
+    with tracker.session():
+        experiment = tracker.create_experiment(
+            ExperimentDefinition(name="single", strategy="sma", params={"fast": i, "slow": 50})
+        )
+        tracker.update_status(experiment.id, ExperimentStatus.RUNNING)
+        tracker.store_results(
+            experiment.id, ExperimentResults(metrics={"sharpe": 1.0 + i, "cagr": 0.1})
+        )
+        tracker.update_status(experiment.id, ExperimentStatus.COMPLETED)
+
+
+def bench_single(folder: Path, n: int) -> None:
+    """One lifecycle as one unit of work, opening the file each time."""
+    tracker = DuckDBExperimentTracker(folder / "single.duckdb")
+    _lifecycle(tracker, -1)
+    tracker.close()
+    work: list[float] = []
+    closing: list[float] = []
+    for i in range(n):
+        start = time.perf_counter()
+        _lifecycle(tracker, i)
+        work.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        tracker.close()
+        closing.append(time.perf_counter() - start)
+    print(
+        f"one lifecycle incl. opening the file: {statistics.median(work) * 1000:.1f} ms median "
+        f"(target <= 25 ms); letting go of the file afterwards (done in the background "
+        f"when idle): {statistics.median(closing) * 1000:.1f} ms median"
+    )
+
+
+def _reader(path: str, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    _quiet()
+    tracker = DuckDBExperimentTracker(Path(path), timeout=30.0)
+    worst = 0.0
+    reads = 0
+    while not stop.is_set():
+        start = time.perf_counter()
+        tracker.list_experiments(ExperimentFilter(limit=10))
+        tracker.close()
+        worst = max(worst, time.perf_counter() - start)
+        reads += 1
+        time.sleep(0.05)
+    out.put((worst, reads))
+
+
+def bench_sequential(folder: Path, n: int) -> None:
+    """``n`` lifecycles one after another while another process reads."""
+    path = folder / "sequential.duckdb"
+    tracker = DuckDBExperimentTracker(path)
+    _lifecycle(tracker, -1)
+    tracker.close()
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    reader = ctx.Process(target=_reader, args=(str(path), stop, out))
+    reader.start()
+    time.sleep(2.0)  # let the reader start and read once on its own
+    start = time.perf_counter()
+    for i in range(n):
+        _lifecycle(tracker, i)
+    took = time.perf_counter() - start
+    tracker.close()
+    time.sleep(0.3)
+    stop.set()
+    worst, reads = out.get(timeout=60)
+    reader.join()
+    print(f"{n:,} sequential lifecycles in one process: {n / took:,.0f}/s (target >= 250/s)")
+    print(f"  reader in another process: {reads} reads, slowest {worst:.3f} s (target <= 1 s)")
+
+
+def _load(path: str, total: int, chunk: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    _quiet()
+    tracker = DuckDBExperimentTracker(Path(path))
+    start = time.perf_counter()
+    for offset in range(0, total, chunk):
+        tracker.record_finished(make_records(min(chunk, total - offset), offset))
+    tracker.close()
+    took = time.perf_counter() - start
+    out.put((took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def bench_large(folder: Path, total: int) -> None:
+    """Queries over ``total`` stored experiments, each including opening the file."""
+    path = folder / "large.duckdb"
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    loader = ctx.Process(target=_load, args=(str(path), total, 100_000, out))
+    loader.start()
+    took, peak = out.get(timeout=3600)
+    loader.join()
+    size = path.stat().st_size / 2**20
+    print(
+        f"load of {total:,} experiments in chunks of 100,000: {took:.1f} s, peak RSS "
+        f"{peak:,.0f} MiB (building the columns included); file {size:,.0f} MiB"
+    )
+    tracker = DuckDBExperimentTracker(path)
+    top: list[float] = []
+    for _ in range(11):
+        start = time.perf_counter()
+        found = tracker.list_experiments(_TOP10)
+        top.append(time.perf_counter() - start)
+        tracker.close()
+    assert len(found) == 10
+    print(
+        f"filtered, metric-ordered top-10 of {total:,}: {statistics.median(top) * 1000:.1f} ms "
+        "median incl. opening (target <= 100 ms)"
+    )
+    rng = random.Random(1)
+    gets: list[float] = []
+    for _ in range(21):
+        wanted = f"{rng.randrange(total):032x}"
+        start = time.perf_counter()
+        tracker.get_experiment(wanted)
+        gets.append(time.perf_counter() - start)
+        tracker.close()
+    print(
+        f"get_experiment by id among {total:,}: {statistics.median(gets) * 1000:.1f} ms median "
+        "incl. opening (target <= 10 ms)"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    _quiet()
+    bulk, single, sequential, large = (
+        (20_000, 20, 200, 200_000) if args.quick else (100_000, 50, 1_000, 1_000_000)
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-duckdb-") as tmp:
+        folder = Path(tmp)
+        bench_bulk(folder, bulk)
+        bench_single(folder, single)
+        bench_sequential(folder, sequential)
+        bench_large(folder, large)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

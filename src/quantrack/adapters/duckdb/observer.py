@@ -1,0 +1,248 @@
+"""The persisting batch observer on a DuckDB database file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from quantrack.adapters.duckdb._sql import from_db_time, to_db_time
+from quantrack.adapters.duckdb.connection import database_for, translate
+from quantrack.adapters.duckdb.schema import prepare
+from quantrack.domain import (
+    Batch,
+    BatchItemResult,
+    BatchNotFound,
+    BatchStatus,
+    ErrorCategory,
+    ExperimentStatus,
+)
+from quantrack.domain.batches import accept_finish, accept_item, accept_start
+from quantrack.domain.hashing import canonical_json
+
+__all__ = ["DuckDBBatchObserver"]
+
+_BATCH_COLUMNS = (
+    "id, name, status, total, succeeded, failed, cancelled, reused, error_summary, "
+    "created_at, started_at, completed_at, heartbeat_at, params, tags, selection_metric"
+)
+_ITEM_COLUMNS = (
+    '"index", experiment_id, params, status, error, error_category, duration_seconds, '
+    "attempt, reused"
+)
+
+
+class DuckDBBatchObserver:
+    """Keeps batches and their items in the workspace database.
+
+    Implements :class:`~quantrack.ports.BatchObserver` and
+    :class:`~quantrack.ports.BatchHistory`; every event is checked against the stored
+    batch with :mod:`quantrack.domain.batches` inside one transaction.
+    """
+
+    def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
+        self._path = Path(path)
+        self._timeout = timeout
+        self._db = database_for(self._path)
+        self._db.set_prepare(lambda con: prepare(con, self._db.path))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            with self._db.unit(self._timeout) as con:
+                yield con
+        except duckdb.Error as exc:
+            self._db.release()
+            raise translate(exc, self._db.path) from exc
+
+    def close(self) -> None:
+        """Let go of the database file now (it is reopened on the next call)."""
+        self._db.release()
+
+    # -- BatchObserver ---------------------------------------------------------------
+
+    def on_batch_started(self, batch: Batch) -> None:
+        """Store a new running batch, or accept the resumption of an unfinished one."""
+        with self._transaction() as con:
+            stored = _load(con, batch.id)
+            accepted = accept_start(stored, batch)
+            if stored is None:
+                con.execute(
+                    f"INSERT INTO qt_batches ({_BATCH_COLUMNS}) VALUES "
+                    f"({', '.join('?' for _ in _BATCH_COLUMNS.split(','))})",
+                    _batch_values(accepted),
+                )
+            else:
+                _update(con, accepted)
+
+    def on_item_finished(self, batch: Batch, item: BatchItemResult) -> None:
+        """Count ``item`` in its batch."""
+        with self._transaction() as con:
+            stored = _stored(con, batch.id)
+            seen = con.execute(
+                'SELECT count(*) FROM qt_batch_items WHERE batch_id = ? AND "index" = ? '
+                "AND attempt = ?",
+                [batch.id, item.index, item.attempt],
+            ).fetchall()
+            accepted = accept_item(stored, item, bool(seen[0][0]))
+            con.execute(
+                f"INSERT INTO qt_batch_items (batch_id, {_ITEM_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    batch.id,
+                    item.index,
+                    item.experiment_id,
+                    canonical_json(item.params),
+                    item.status.value,
+                    item.error,
+                    item.error_category.value if item.error_category else None,
+                    item.duration_seconds,
+                    item.attempt,
+                    item.reused,
+                ],
+            )
+            _update(con, accepted)
+
+    def on_batch_finished(self, batch: Batch) -> None:
+        """Store the batch's final status, checked against the items it holds."""
+        with self._transaction() as con:
+            _update(con, accept_finish(_stored(con, batch.id), batch))
+
+    # -- BatchHistory ----------------------------------------------------------------
+
+    def get_batch(self, batch_id: str) -> Batch:
+        """Return the batch."""
+        with self._transaction() as con:
+            return _stored(con, batch_id)
+
+    def list_batches(
+        self,
+        *,
+        status: BatchStatus | None = None,
+        limit: int | None = None,
+        since: dt.datetime | None = None,
+    ) -> list[Batch]:
+        """Batches newest first, optionally only in ``status`` or created at or after
+        ``since`` (a naive ``since`` is UTC).
+        """
+        sql = f"SELECT {_BATCH_COLUMNS} FROM qt_batches WHERE TRUE"
+        params: list[object] = []
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(BatchStatus(status).value)
+        if since is not None:
+            sql += " AND created_at >= ?"
+            params.append(to_db_time(since))
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._transaction() as con:
+            return [_batch(row) for row in con.execute(sql, params).fetchall()]
+
+    def batch_items(self, batch_id: str) -> list[BatchItemResult]:
+        """The batch's items by index, then attempt."""
+        with self._transaction() as con:
+            _stored(con, batch_id)
+            rows = con.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM qt_batch_items WHERE batch_id = ? "
+                'ORDER BY "index", attempt',
+                [batch_id],
+            ).fetchall()
+        return [
+            BatchItemResult(
+                index=r[0],
+                experiment_id=r[1],
+                params=json.loads(r[2]),
+                status=ExperimentStatus(r[3]),
+                error=r[4],
+                error_category=ErrorCategory(r[5]) if r[5] else None,
+                duration_seconds=r[6],
+                attempt=r[7],
+                reused=r[8],
+            )
+            for r in rows
+        ]
+
+    def record_selection(self, batch_id: str, metric: str) -> Batch:
+        """Keep ``metric`` as the batch's selection metric; return the updated batch."""
+        if not isinstance(metric, str) or not metric.strip():
+            raise ValueError(f"metric must be a metric name such as 'sharpe', got {metric!r}")
+        with self._transaction() as con:
+            stored = _stored(con, batch_id).model_copy(update={"selection_metric": metric.strip()})
+            con.execute(
+                "UPDATE qt_batches SET selection_metric = ? WHERE id = ?",
+                [stored.selection_metric, batch_id],
+            )
+        return stored
+
+
+def _batch_values(b: Batch) -> list[object]:
+    return [
+        b.id,
+        b.name,
+        b.status.value,
+        b.total,
+        b.succeeded,
+        b.failed,
+        b.cancelled,
+        b.reused,
+        json.dumps({c.value: n for c, n in sorted(b.error_summary.items())}),
+        to_db_time(b.created_at),
+        to_db_time(b.started_at),
+        to_db_time(b.completed_at),
+        to_db_time(b.heartbeat_at),
+        canonical_json(b.params),
+        list(b.tags),
+        b.selection_metric,
+    ]
+
+
+def _update(con: duckdb.DuckDBPyConnection, b: Batch) -> None:
+    values = _batch_values(b)
+    con.execute(
+        "UPDATE qt_batches SET status = ?, succeeded = ?, failed = ?, cancelled = ?, "
+        "reused = ?, error_summary = ?, started_at = ?, completed_at = ?, heartbeat_at = ? "
+        "WHERE id = ?",
+        [*values[2:3], *values[4:9], *values[10:13], b.id],
+    )
+
+
+def _batch(row: tuple[Any, ...]) -> Batch:
+    return Batch(
+        id=row[0],
+        name=row[1],
+        status=BatchStatus(row[2]),
+        total=row[3],
+        succeeded=row[4],
+        failed=row[5],
+        cancelled=row[6],
+        reused=row[7],
+        error_summary={ErrorCategory(k): v for k, v in json.loads(row[8]).items()},
+        created_at=from_db_time(row[9]),
+        started_at=from_db_time(row[10]),
+        completed_at=from_db_time(row[11]),
+        heartbeat_at=from_db_time(row[12]),
+        params=json.loads(row[13]),
+        tags=tuple(row[14]),
+        selection_metric=row[15],
+    )
+
+
+def _load(con: duckdb.DuckDBPyConnection, batch_id: str) -> Batch | None:
+    rows = con.execute(
+        f"SELECT {_BATCH_COLUMNS} FROM qt_batches WHERE id = ?", [batch_id]
+    ).fetchall()
+    return _batch(rows[0]) if rows else None
+
+
+def _stored(con: duckdb.DuckDBPyConnection, batch_id: str) -> Batch:
+    batch = _load(con, batch_id)
+    if batch is None:
+        raise BatchNotFound(batch_id)
+    return batch

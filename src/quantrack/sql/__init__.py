@@ -1,0 +1,1 @@
+"""quantrack's database schema, as numbered migrations (``NNN_name.sql``) applied in order."""
