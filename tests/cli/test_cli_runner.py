@@ -396,6 +396,7 @@ def test_numbers_are_compact() -> None:
     """Table numbers are short: 4 significant digits, thousands separators, tiny as 1e-05."""
     from quantrack.cli._output import fmt_number
 
+    assert [fmt_number(v) for v in (1.0, 129.0, 0.95214)] == ["1.000", "129.0", "0.9521"]
     assert [fmt_number(v) for v in (1.23456, 12345.6, 0.00001234, 7, 25_000, None)] == [
         "1.235",
         "12,346",

@@ -86,7 +86,11 @@ def batch_json(batch: Batch) -> dict[str, Any]:
 
 
 def fmt_number(value: float | None, digits: int = 4) -> str:
-    """A compact number: ``1.235``, ``12,346``, ``-0.0012``; blank for ``None``."""
+    """A compact number: ``1.235``, ``12,346``, ``-0.0012``; blank for ``None``.
+
+    Floats keep their trailing zeros (``1.000``, ``129.0``) so a column of them lines up
+    and an integral float is not mistaken for a count.
+    """
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -99,7 +103,7 @@ def fmt_number(value: float | None, digits: int = 4) -> str:
         return f"{value:.3g}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
+    return f"{value:#.{digits}g}"
 
 
 def fmt_value(value: object) -> str:
