@@ -24,7 +24,9 @@ What a recorded run holds:
   ``max_drawdown_length`` (bars, from ``DrawDown``), ``trades``, ``won``, ``lost``,
   ``win_rate`` (percent), ``profit_factor``, ``avg_trade`` (from ``TradeAnalyzer``, net of
   commission) and ``exposure`` (percent of bars with an open position). A metric that is
-  undefined for the run (no trades → no win rate) is left out.
+  undefined for the run (no trades → no win rate) is left out. On daily data ``Returns``
+  and ``SharpeRatio`` are not run bar by bar but derived from the equity curve after the
+  run with their formulas, to the same floats (see :func:`_derived`; tested).
 * **Artifacts** — ``equity_curve`` (time, value, cash) and ``trades`` (one row per closed
   trade) as Parquet, ``analyzers`` (every analyzer's full output, the user's included) as
   JSON, the strategy's source as ``code``; as inputs, a content fingerprint of every data
@@ -131,7 +133,8 @@ _EPOCH_ORDINAL = 719163  # dt.date(1970, 1, 1).toordinal(): backtrader counts da
 
 class EquityCurveAnalyzer(bt.Analyzer):  # type: ignore[misc]
     """Per bar: time (backtrader's float date), portfolio value, cash, and whether any
-    position is open; plus the wall-clock start and end of the run.
+    position is open; plus the broker's value at the start and end and the wall-clock
+    start and end of the run.
     """
 
     def start(self) -> None:
@@ -142,6 +145,10 @@ class EquityCurveAnalyzer(bt.Analyzer):  # type: ignore[misc]
         self.in_market: list[bool] = []
         # BackBroker keeps positions in a dict; reading it beats a getposition() per feed.
         self._positions = getattr(self.strategy.broker, "positions", None)
+        # Read where backtrader's Returns reads them, so returns derived from this curve
+        # match that analyzer's to the last bit.
+        self.value_start = float(self.strategy.broker.getvalue())
+        self.value_end = self.value_start
         self.wall_start = time.time()
         self.wall_stop = self.wall_start
 
@@ -157,7 +164,8 @@ class EquityCurveAnalyzer(bt.Analyzer):  # type: ignore[misc]
             self.in_market.append(any(strategy.getposition(d).size for d in strategy.datas))
 
     def stop(self) -> None:
-        """Note the wall-clock end."""
+        """Note the wall-clock end and the broker's final value."""
+        self.value_end = float(self.strategy.broker.getvalue())
         self.wall_stop = time.time()
 
     def get_analysis(self) -> dict[str, Any]:
@@ -167,6 +175,8 @@ class EquityCurveAnalyzer(bt.Analyzer):  # type: ignore[misc]
             "value": self.values,
             "cash": self.cash,
             "in_market": self.in_market,
+            "value_start": self.value_start,
+            "value_end": self.value_end,
             "wall_start": self.wall_start,
             "wall_stop": self.wall_stop,
         }
@@ -254,11 +264,37 @@ def _analyzer_names(entries: Sequence[tuple[type, tuple[Any, ...], dict[str, Any
     return names
 
 
+# Returns and SharpeRatio (via TimeReturn) re-derive the calendar period of every bar, which
+# costs more than the backtest's own strategy logic; on daily data their results follow
+# exactly from the equity curve, so there they are derived instead of run (see _derived).
+_DERIVABLE = ("returns", "sharpe")
+
+
+def _derivable(cerebro: Any) -> bool:
+    """True when Returns and SharpeRatio can be derived bit for bit from the equity curve.
+
+    That needs backtrader's own broker valuing the portfolio (not fund mode), and feeds in
+    days without a time zone, so that a bar's day is the integer part of its float date.
+    """
+    broker = cerebro.getbroker()
+    if type(broker) is not bt.brokers.BackBroker or broker.fundmode:
+        return False
+    return all(
+        data._timeframe == bt.TimeFrame.Days and getattr(data.p, "tz", None) is None
+        for data in cerebro.datas
+    )
+
+
 def _ensure_analyzers(cerebro: Any) -> dict[str, str]:
-    """Add the analyzers the metrics need unless the user has them; return key → name."""
+    """Add the analyzers the metrics need unless the user has them; return key → name.
+
+    A key missing from the result (``returns``, ``sharpe``) is derived from the equity
+    curve after the run (see :func:`_derived`).
+    """
     found: dict[str, str] = {}
     existing = list(cerebro.analyzers)
     names = _analyzer_names(existing)
+    derive = _derivable(cerebro)
     for wanted in _wanted_analyzers():
         for (cls, args, kwargs), name in zip(existing, names, strict=True):
             own = {k: v for k, v in kwargs.items() if k != "_name"}
@@ -266,10 +302,60 @@ def _ensure_analyzers(cerebro: Any) -> dict[str, str]:
                 found[wanted.key] = name
                 break
         else:
+            if derive and wanted.key in _DERIVABLE:
+                continue
             name = f"quantrack_{wanted.key}"
             cerebro.addanalyzer(wanted.cls, _name=name, **wanted.kwargs)
             found[wanted.key] = name
     return found
+
+
+def _derived(equity: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """What backtrader's ``Returns`` and ``SharpeRatio`` (daily, annualized, risk-free 0)
+    report for a run on daily data, computed from its equity curve with their formulas,
+    in their order of operations (so the floats are identical; tested).
+    """
+    # TimeReturn keeps, per day, the last value of that day over the last value of the
+    # day before (the starting value before the first day).
+    last_of_day: dict[int, float] = {}
+    for moment, value in zip(equity["datetime"], equity["value"], strict=True):
+        last_of_day[int(moment)] = value
+    days = len(last_of_day)
+    # No bar, no figures (backtrader's Returns would divide by zero days).
+    out: dict[str, dict[str, Any]] = {"returns": {}}
+    start, end = equity["value_start"], equity["value_end"]
+    if days:
+        try:
+            growth = end / start
+        except ZeroDivisionError:
+            rtot = float("-inf")
+        else:
+            rtot = float("-inf") if growth <= 0.0 else math.log(growth)
+        ravg = rtot / days
+        tann = bt.analyzers.Returns._TANN[bt.TimeFrame.Days]
+        rnorm = math.expm1(ravg * tann) if ravg > float("-inf") else ravg
+        out["returns"] = {"rtot": rtot, "ravg": ravg, "rnorm": rnorm, "rnorm100": rnorm * 100.0}
+    factor = bt.analyzers.SharpeRatio.RATEFACTORS[bt.TimeFrame.Days]
+    wanted = {w.key: w for w in _wanted_analyzers()}["sharpe"]
+    rate = pow(1.0 + wanted.kwargs["riskfreerate"], 1.0 / factor) - 1.0
+    previous = start
+    excess = []
+    try:
+        for value in last_of_day.values():
+            excess.append(value / previous - 1.0 - rate)
+            previous = value
+    except ZeroDivisionError:  # a worthless portfolio has no return to speak of
+        excess = []
+    ratio: float | None = None
+    if excess:
+        average = bt.mathsupport.average(excess)
+        try:
+            deviation = bt.mathsupport.standarddev(excess, avgx=average, bessel=False)
+            ratio = math.sqrt(factor) * (average / deviation)
+        except (ValueError, TypeError, ZeroDivisionError):
+            ratio = None
+    out["sharpe"] = {"sharperatio": ratio}
+    return out
 
 
 # -- values: params, JSON, times --------------------------------------------------------
@@ -751,26 +837,42 @@ def _sub(mapping: Any, *keys: str) -> Any:
     return mapping
 
 
-def compute_metrics(strategy: Any, names: Mapping[str, str]) -> dict[str, float]:
-    """The run's metrics from its analyzers (``names``: metric source → analyzer name)."""
+def _sources(strategy: Any, names: Mapping[str, str]) -> dict[str, Any]:
+    """Each metric source's analysis: from its analyzer, or derived from the equity curve."""
     analyzers = strategy.analyzers
+    found = {key: analyzers.getbyname(name).get_analysis() for key, name in names.items()}
+    missing = [key for key in _DERIVABLE if key not in found]
+    if missing:
+        derived = _derived(found["equity"])
+        found.update({key: derived[key] for key in missing})
+    return found
+
+
+def compute_metrics(strategy: Any, names: Mapping[str, str]) -> dict[str, float]:
+    """The run's metrics from its analyzers (``names``: metric source → analyzer name).
+
+    A source missing from ``names`` (``returns``, ``sharpe``) is derived from the equity
+    curve with backtrader's formulas (see :func:`_ensure_analyzers`).
+    """
+    return _metrics(_sources(strategy, names))
+
+
+def _metrics(sources: Mapping[str, Any]) -> dict[str, float]:
     metrics: dict[str, float | None] = {}
-    equity = analyzers.getbyname(names["equity"]).get_analysis()
+    equity = sources["equity"]
     if equity["value"]:
         metrics["final_value"] = _finite(equity["value"][-1])
         metrics["exposure"] = 100.0 * sum(equity["in_market"]) / len(equity["in_market"])
-    returns = analyzers.getbyname(names["returns"]).get_analysis()
+    returns = sources["returns"]
     rtot = _finite(returns.get("rtot"))
     if rtot is not None:
         metrics["total_return"] = math.expm1(rtot) * 100.0
     metrics["annual_return"] = _finite(returns.get("rnorm100"))
-    metrics["sharpe"] = _finite(
-        analyzers.getbyname(names["sharpe"]).get_analysis().get("sharperatio")
-    )
-    drawdown = analyzers.getbyname(names["drawdown"]).get_analysis()
+    metrics["sharpe"] = _finite(sources["sharpe"].get("sharperatio"))
+    drawdown = sources["drawdown"]
     metrics["max_drawdown"] = _finite(_sub(drawdown, "max", "drawdown"))
     metrics["max_drawdown_length"] = _finite(_sub(drawdown, "max", "len"))
-    trades = analyzers.getbyname(names["trades"]).get_analysis()
+    trades = sources["trades"]
     closed = int(_sub(trades, "total", "closed") or 0)
     metrics["trades"] = float(closed)
     if closed:
@@ -787,12 +889,18 @@ def compute_metrics(strategy: Any, names: Mapping[str, str]) -> dict[str, float]
     return {key: value for key, value in metrics.items() if value is not None}
 
 
-def _analyzers_document(strategy: Any, names: Mapping[str, str]) -> dict[str, Any]:
+def _analyzers_document(
+    strategy: Any, names: Mapping[str, str], sources: Mapping[str, Any]
+) -> dict[str, Any]:
     skip = {names[key] for key in _OWN_ARTIFACT_ANALYZERS}
     document = {}
     for name, analyzer in strategy.analyzers.getitems():
         if name not in skip:
             document[name] = _jsonable(analyzer.get_analysis())
+    # Derived outputs sit where the analyzer's would have, so the document keeps its shape.
+    for key in _DERIVABLE:
+        if key not in names:
+            document[f"quantrack_{key}"] = _jsonable(sources[key])
     return document
 
 
@@ -824,24 +932,32 @@ _TRADE_COLUMNS = (
 
 
 def _trades_frame(strategy: Any, names: Mapping[str, str]) -> pd.DataFrame:
+    import numpy as np
     import pandas as pd
 
     rows = strategy.analyzers.getbyname(names["closed_trades"]).get_analysis()
-    frame = pd.DataFrame(rows, columns=list(_TRADE_COLUMNS))
-    frame["data"] = frame["data"].astype("string")
-    for column in ("entry_time", "exit_time"):
-        frame[column] = _bt_times(frame[column].to_numpy(dtype="float64"))
-    for column in ("entry_price", "exit_price", "size", "pnl", "pnl_net", "commission"):
-        frame[column] = frame[column].astype("float64")
-    frame["bars"] = frame["bars"].astype("int64")
-    return frame
+    # Typed columns built once: converting a row-built frame column by column costs more
+    # than writing it.
+    columns: dict[str, Any] = {}
+    for column in _TRADE_COLUMNS:
+        values = [row[column] for row in rows]
+        if column == "data":
+            columns[column] = pd.array(values, dtype="string")
+        elif column in ("entry_time", "exit_time"):
+            columns[column] = _bt_times(values)
+        elif column == "bars":
+            columns[column] = np.array(values, dtype="int64")
+        else:  # a None exit price becomes NaN
+            columns[column] = np.array(values, dtype="float64")
+    return pd.DataFrame(columns)
 
 
 def _outputs(
     strategy: Any, names: Mapping[str, str], artifacts: ArtifactStore
 ) -> tuple[dict[str, float], list[ArtifactRef]]:
     """Metrics and stored output artifacts of one finished strategy (or OptReturn)."""
-    metrics = compute_metrics(strategy, names)
+    sources = _sources(strategy, names)
+    metrics = _metrics(sources)
     refs = [
         put_frame(
             artifacts,
@@ -852,7 +968,7 @@ def _outputs(
         put_frame(artifacts, _trades_frame(strategy, names), kind="trades", name="trades.parquet"),
         put_json(
             artifacts,
-            _analyzers_document(strategy, names),
+            _analyzers_document(strategy, names, sources),
             kind="analyzers",
             name="analyzers.json",
         ),

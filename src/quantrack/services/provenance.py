@@ -13,10 +13,20 @@ modules to distributions, distribution versions) is computed once per process. T
 state costs one ``git status`` call (two when the tree is dirty) and is reused for
 ``git_cache_seconds`` (2 s by default), so a sweep recording hundreds of runs a second
 does not spawn hundreds of processes; :func:`clear_provenance_cache` forgets it.
+
+A cached state is only reused while the repository looks the same: its ``HEAD``, the
+branch ref it points to, ``packed-refs``, the index and the work tree's top folder are
+stat'ed (a few microseconds) and any change (a commit, a checkout, ``git add``, a new or
+deleted top-level file) reads the state again at once. :func:`capture_origin` also keys
+the cache on the captured code's hash, so editing the strategy or a module it imports is
+noticed on the next run; since those edits, and all of git's own, are noticed at once, it
+reuses the state for up to ``_ORIGIN_GIT_SECONDS`` (30 s): only an unstaged edit to a file
+the strategy does not import can take that long to show.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -64,8 +74,12 @@ class GitState:
     diff_hash: str | None = None
 
 
+# Long enough that a researcher re-running a backtest every few seconds does not pay a git
+# process per run; see the module docstring for what is still noticed at once.
+_ORIGIN_GIT_SECONDS = 30.0
+
 _lock = threading.Lock()
-_git_cache: dict[Path, tuple[float, GitState]] = {}
+_git_cache: dict[Path, tuple[float, tuple[object, ...], GitState]] = {}
 _warned: set[str] = set()
 
 
@@ -96,7 +110,7 @@ def collect_provenance(
     defaults to the ``__main__`` module's file, else ``sys.argv[0]``.
     """
     folder = Path(cwd) if cwd is not None else Path.cwd()
-    git = git_state(folder, max_age=git_cache_seconds)
+    git = git_state(folder, max_age=git_cache_seconds, watch=code_hash)
     if engine and engine_version is None:
         engine_version = _version(engine)
     return Provenance(
@@ -141,6 +155,7 @@ def capture_origin(
         # The git state that matters is the code's, wherever the process was started.
         cwd=captured.root if captured is not None else None,
         code_hash=captured.code_hash if captured is not None else None,
+        git_cache_seconds=_ORIGIN_GIT_SECONDS if captured is not None else 2.0,
     )
     return provenance, captured
 
@@ -163,18 +178,72 @@ def package_versions(modules: Iterable[str | ModuleType]) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def git_state(folder: str | os.PathLike[str], *, max_age: float = 2.0) -> GitState:
-    """The git state of the repository holding ``folder``, reused for ``max_age`` seconds."""
+def git_state(
+    folder: str | os.PathLike[str], *, max_age: float = 2.0, watch: object = None
+) -> GitState:
+    """The git state of the repository holding ``folder``, reused for ``max_age`` seconds
+    while the repository's HEAD, refs, index and top folder are unchanged and ``watch``
+    (any hashable, such as a code hash) equals the value it was read with.
+    """
     key = Path(folder).absolute()
+    signature = (_repository_signature(key), watch)
     now = time.monotonic()
     with _lock:
         cached = _git_cache.get(key)
-    if cached is not None and now - cached[0] <= max_age:
-        return cached[1]
+    if cached is not None and now - cached[0] <= max_age and cached[1] == signature:
+        return cached[2]
     state = _read_git_state(key)
     with _lock:
-        _git_cache[key] = (now, state)
+        _git_cache[key] = (now, signature, state)
     return state
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_mtime_ns, found.st_size, found.st_ino)
+
+
+def _repository_signature(folder: Path) -> tuple[object, ...] | None:
+    """Stats of what git changes on a commit, checkout, reset or ``git add``.
+
+    ``None`` outside a repository (then only ``max_age`` bounds the cache).
+    """
+    for top in (folder, *folder.parents):
+        dot_git = top / ".git"
+        if dot_git.is_dir():
+            git_dir = dot_git
+            break
+        if dot_git.is_file():  # a linked worktree or submodule: "gitdir: <path>"
+            try:
+                pointer = dot_git.read_text("utf-8").strip()
+            except OSError:
+                return None
+            if not pointer.startswith("gitdir:"):
+                return None
+            git_dir = (top / pointer.removeprefix("gitdir:").strip()).resolve()
+            break
+    else:
+        return None
+    common = git_dir
+    with contextlib.suppress(OSError):  # only linked worktrees have a commondir
+        common = (git_dir / (git_dir / "commondir").read_text("utf-8").strip()).resolve()
+    try:
+        head = (git_dir / "HEAD").read_bytes()
+    except OSError:
+        return None
+    ref = head.removeprefix(b"ref:").strip().decode("utf-8", "replace")
+    ref_key = _stat_key(common / ref) if head.startswith(b"ref:") else None
+    return (
+        str(git_dir),
+        head,
+        ref_key,
+        _stat_key(common / "packed-refs"),
+        _stat_key(git_dir / "index"),
+        _stat_key(top),
+    )
 
 
 def _read_git_state(folder: Path) -> GitState:
