@@ -21,14 +21,17 @@ from pathlib import Path
 
 import structlog
 
-from quantrack.adapters.duckdb import DuckDBExperimentTracker
+from quantrack.adapters.duckdb import DuckDBBatchObserver, DuckDBExperimentTracker
 from quantrack.domain import (
+    Batch,
+    BatchItemResult,
     ExperimentDefinition,
     ExperimentFilter,
     ExperimentResults,
     ExperimentStatus,
     FinishedExperiments,
 )
+from quantrack.domain.lifecycle import record_item, start_batch
 
 _TOP10 = ExperimentFilter(where="sharpe > 1", strategy="sma", order_by="sharpe", limit=10)
 
@@ -116,6 +119,38 @@ def bench_single(folder: Path, n: int) -> None:
         f"one lifecycle incl. opening the file: {statistics.median(work) * 1000:.1f} ms median "
         f"(target <= 25 ms); letting go of the file afterwards (done in the background "
         f"when idle): {statistics.median(closing) * 1000:.1f} ms median"
+    )
+
+
+def bench_observer(folder: Path, n: int) -> None:
+    """``n`` item events of one batch inside one session, as a sweep's flush sends them."""
+    path = folder / "observer.duckdb"
+    tracker, observer = DuckDBExperimentTracker(path), DuckDBBatchObserver(path)
+    now = dt.datetime.now(dt.UTC)
+    batch = start_batch(Batch(id="sweep", name="sweep", total=n, created_at=now), now=now)
+    observer.on_batch_started(batch)
+    items = [
+        BatchItemResult(
+            index=i,
+            experiment_id=f"run-{i}",
+            params={"fast": i % 50, "slow": 100 + i // 50},
+            status=ExperimentStatus.COMPLETED,
+            duration_seconds=0.01,
+        )
+        for i in range(n)
+    ]
+    start = time.perf_counter()
+    with tracker.session():
+        for item in items:
+            batch = record_item(batch, item)
+            observer.on_item_finished(batch, item)
+    took = time.perf_counter() - start
+    stored = observer.get_batch("sweep")
+    observer.close()
+    assert stored.succeeded == n
+    print(
+        f"{n:,} batch item events in one session (committed): {took:.3f} s, "
+        f"{took / n * 1e6:.0f} us/item (target: 10,000 well under 1 s)"
     )
 
 
@@ -216,12 +251,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args(argv)
     _quiet()
-    bulk, single, sequential, large = (
-        (20_000, 20, 200, 200_000) if args.quick else (100_000, 50, 1_000, 1_000_000)
+    bulk, items, single, sequential, large = (
+        (20_000, 2_000, 20, 200, 200_000) if args.quick else (100_000, 10_000, 50, 1_000, 1_000_000)
     )
     with tempfile.TemporaryDirectory(prefix="bench-duckdb-") as tmp:
         folder = Path(tmp)
         bench_bulk(folder, bulk)
+        bench_observer(folder, items)
         bench_single(folder, single)
         bench_sequential(folder, sequential)
         bench_large(folder, large)

@@ -99,7 +99,12 @@ class Database:
         self._lock_fd: int | None = None
         # Rows read or written during the current outermost unit. Nobody else can change
         # the file meanwhile, so they stay true until the unit ends.
-        self.cache: dict[str, Any] = {}
+        self.cache: dict[object, Any] = {}
+        # Facts about the file that stay true while this connection holds it (no other
+        # process can write meanwhile); forgotten when it closes or a unit rolls back.
+        self.held: dict[str, Any] = {}
+        # Writes buffered during the current outermost unit, run just before it commits.
+        self._before_commit: list[Callable[[duckdb.DuckDBPyConnection], None]] = []
 
     def set_prepare(self, prepare: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
         """Run ``prepare`` on every connection this database opens, before any use."""
@@ -132,6 +137,7 @@ class Database:
             try:
                 if outermost:
                     self.cache.clear()
+                    self._before_commit.clear()
                     con.execute("BEGIN TRANSACTION")
                 try:
                     yield con
@@ -149,21 +155,31 @@ class Database:
                 self._depth -= 1
                 if self._depth == 0:
                     self.cache.clear()
+                    self._before_commit.clear()
                     self._idle_since = time.monotonic()
                     self._start_reaper()
 
     def _rollback(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.held.clear()
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
 
     def _commit_or_rollback(self, con: duckdb.DuckDBPyConnection, *, raising: bool) -> None:
+        hooks, self._before_commit = self._before_commit, []
         try:
+            for hook in hooks:
+                hook(con)
             con.execute("COMMIT")
         except duckdb.Error as exc:
             # The transaction was aborted by an earlier failure inside the unit.
             self._rollback(con)
             if raising:
                 raise translate(exc, self.path) from exc
+        except BaseException:
+            # A buffered write that cannot be made takes the unit with it: all or nothing.
+            self._rollback(con)
+            if raising:
+                raise
 
     def release(self) -> None:
         """Close the connection now unless a unit of work is using it."""
@@ -174,6 +190,22 @@ class Database:
             reaper = self._reaper
         if reaper is not None and reaper is not threading.current_thread():
             reaper.join(timeout=1.0)
+
+    def before_commit(self, hook: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+        """Run ``hook`` with the connection just before the current outermost unit commits.
+
+        Only inside a unit of work. A hook that fails rolls the whole unit back, so what
+        it writes is as durable as the unit, no more and no less. Hooks are forgotten when
+        the unit ends, whether it committed or not.
+        """
+        if not self._depth:
+            raise StorageError("before_commit needs a unit of work in progress")
+        self._before_commit.append(hook)
+
+    @property
+    def nested(self) -> bool:
+        """True inside a unit of work that itself runs inside another (a session)."""
+        return self._depth > 1
 
     @property
     def busy(self) -> bool:
@@ -323,6 +355,7 @@ class Database:
             pass  # another waiter owns or removed it
 
     def _close(self) -> None:
+        self.held.clear()
         if self._con is not None:
             con, self._con = self._con, None
             # A connection that failed mid-write may refuse to close; nothing is left to save.

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,24 @@ _ITEM_COLUMNS = (
     '"index", experiment_id, params, status, error, error_category, duration_seconds, '
     "attempt, reused"
 )
+# Buffered item events of the current unit of work, in the shared connection's cache (a
+# tuple key cannot collide with the tracker's experiment ids).
+_PENDING = ("quantrack", "observer.pending")
+_INSERT_ITEMS = (
+    f"INSERT INTO qt_batch_items (batch_id, {_ITEM_COLUMNS}) SELECT ?, unnest(?::BIGINT[]), "
+    "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+    "unnest(?::VARCHAR[]), unnest(?::DOUBLE[]), unnest(?::BIGINT[]), unnest(?::BOOLEAN[])"
+)
+
+
+@dataclass
+class _Pending:
+    """One batch's item events accepted in this unit of work but not yet written."""
+
+    batch: Batch
+    # (index, attempt) stored or buffered; None when only this one event is expected.
+    keys: set[tuple[int, int]] | None
+    items: list[BatchItemResult] = field(default_factory=list)
 
 
 class DuckDBBatchObserver:
@@ -69,6 +88,7 @@ class DuckDBBatchObserver:
     def on_batch_started(self, batch: Batch) -> None:
         """Store a new running batch, or accept the resumption of an unfinished one."""
         with self._transaction() as con:
+            self._flush(con)
             stored = _load(con, batch.id)
             accepted = accept_start(stored, batch)
             if stored is None:
@@ -81,43 +101,53 @@ class DuckDBBatchObserver:
                 _update(con, accepted)
 
     def on_item_finished(self, batch: Batch, item: BatchItemResult) -> None:
-        """Count ``item`` in its batch."""
+        """Count ``item`` in its batch.
+
+        The event is checked at once; inside a session (``tracker.session()``) its row is
+        buffered and written with the session's other items in one insert when the
+        session commits, so a sweep of many items pays for a few statements, not a few
+        per item. Outside a session it is written before this returns.
+        """
         with self._transaction() as con:
-            stored = _stored(con, batch.id)
-            seen = con.execute(
-                'SELECT count(*) FROM qt_batch_items WHERE batch_id = ? AND "index" = ? '
-                "AND attempt = ?",
-                [batch.id, item.index, item.attempt],
-            ).fetchall()
-            accepted = accept_item(stored, item, bool(seen[0][0]))
-            con.execute(
-                f"INSERT INTO qt_batch_items (batch_id, {_ITEM_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    batch.id,
-                    item.index,
-                    item.experiment_id,
-                    canonical_json(item.params),
-                    item.status.value,
-                    item.error,
-                    item.error_category.value if item.error_category else None,
-                    item.duration_seconds,
-                    item.attempt,
-                    item.reused,
-                ],
-            )
-            _update(con, accepted)
+            pending = self._pending(con)
+            state = pending.get(batch.id)
+            if state is None:
+                # In a session many events follow: read the batch's keys once, not per item.
+                keys = _item_keys(con, batch.id) if self._db.nested else None
+                state = _Pending(_stored(con, batch.id), keys)
+            key = (item.index, item.attempt)
+            seen = _item_seen(con, batch.id, key) if state.keys is None else key in state.keys
+            state.batch = accept_item(state.batch, item, seen)
+            state.items.append(item)
+            if state.keys is not None:
+                state.keys.add(key)
+            pending[batch.id] = state
 
     def on_batch_finished(self, batch: Batch) -> None:
         """Store the batch's final status, checked against the items it holds."""
         with self._transaction() as con:
+            self._flush(con)
             _update(con, accept_finish(_stored(con, batch.id), batch))
+
+    def _pending(self, con: duckdb.DuckDBPyConnection) -> dict[str, _Pending]:
+        pending: dict[str, _Pending] | None = self._db.cache.get(_PENDING)
+        if pending is None:
+            pending = self._db.cache[_PENDING] = {}
+            self._db.before_commit(lambda c: _write(c, pending))
+        return pending
+
+    def _flush(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write the buffered events now, so what follows reads and checks them."""
+        pending: dict[str, _Pending] | None = self._db.cache.get(_PENDING)
+        if pending:
+            _write(con, pending)
 
     # -- BatchHistory ----------------------------------------------------------------
 
     def get_batch(self, batch_id: str) -> Batch:
         """Return the batch."""
         with self._transaction() as con:
+            self._flush(con)
             return _stored(con, batch_id)
 
     def list_batches(
@@ -143,11 +173,13 @@ class DuckDBBatchObserver:
             sql += " LIMIT ?"
             params.append(limit)
         with self._transaction() as con:
+            self._flush(con)
             return [_batch(row) for row in con.execute(sql, params).fetchall()]
 
     def batch_items(self, batch_id: str) -> list[BatchItemResult]:
         """The batch's items by index, then attempt."""
         with self._transaction() as con:
+            self._flush(con)
             _stored(con, batch_id)
             rows = con.execute(
                 f"SELECT {_ITEM_COLUMNS} FROM qt_batch_items WHERE batch_id = ? "
@@ -174,12 +206,51 @@ class DuckDBBatchObserver:
         if not isinstance(metric, str) or not metric.strip():
             raise ValueError(f"metric must be a metric name such as 'sharpe', got {metric!r}")
         with self._transaction() as con:
+            self._flush(con)
             stored = _stored(con, batch_id).model_copy(update={"selection_metric": metric.strip()})
             con.execute(
                 "UPDATE qt_batches SET selection_metric = ? WHERE id = ?",
                 [stored.selection_metric, batch_id],
             )
         return stored
+
+
+def _write(con: duckdb.DuckDBPyConnection, pending: dict[str, _Pending]) -> None:
+    """One insert of each batch's buffered items and one update of its counts."""
+    for batch_id, state in pending.items():
+        items = state.items
+        con.execute(
+            _INSERT_ITEMS,
+            [
+                batch_id,
+                [i.index for i in items],
+                [i.experiment_id for i in items],
+                [canonical_json(i.params) for i in items],
+                [i.status.value for i in items],
+                [i.error for i in items],
+                [i.error_category.value if i.error_category else None for i in items],
+                [i.duration_seconds for i in items],
+                [i.attempt for i in items],
+                [i.reused for i in items],
+            ],
+        )
+        _update(con, state.batch)
+    pending.clear()
+
+
+def _item_keys(con: duckdb.DuckDBPyConnection, batch_id: str) -> set[tuple[int, int]]:
+    rows = con.execute(
+        'SELECT "index", attempt FROM qt_batch_items WHERE batch_id = ?', [batch_id]
+    ).fetchall()
+    return {(r[0], r[1]) for r in rows}
+
+
+def _item_seen(con: duckdb.DuckDBPyConnection, batch_id: str, key: tuple[int, int]) -> bool:
+    rows = con.execute(
+        'SELECT count(*) FROM qt_batch_items WHERE batch_id = ? AND "index" = ? AND attempt = ?',
+        [batch_id, *key],
+    ).fetchall()
+    return bool(rows[0][0])
 
 
 def _batch_values(b: Batch) -> list[object]:

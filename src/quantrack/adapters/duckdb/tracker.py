@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
-from quantrack.adapters.duckdb._bulk import insert_finished
 from quantrack.adapters.duckdb._sql import (
     compile_filter,
     decode_param,
@@ -63,6 +60,15 @@ _QUERY_ERRORS = (
 _MIN_PREFIX = 4
 # Up to this many experiments are read back with a constant IN list.
 _IN_LIST_LIMIT = 100
+# Ids created in the current unit of work and not written yet, in creation order (the
+# connection's cache, which holds their latest state, keys them by id too; a tuple key
+# cannot collide with an id, which is a string).
+_NEW = ("quantrack", "tracker.new")
+# Rows per multi-row INSERT, so one statement never binds an unbounded parameter list.
+_ROWS_PER_INSERT = 500
+# Keys of Database.held: the next free seq, and metric names known to be stored.
+_NEXT_SEQ = "quantrack.tracker.next_seq"
+_NAMES = "quantrack.tracker.metric_names"
 
 
 class DuckDBExperimentTracker:
@@ -87,9 +93,14 @@ class DuckDBExperimentTracker:
     # -- units of work -----------------------------------------------------------------
 
     @contextmanager
-    def _unit(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _unit(self, *, flush: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection for one call; with ``flush``, experiments created earlier in the
+        unit of work are written first, so the call's SQL sees them.
+        """
         try:
             with self._db.unit(self._timeout) as con:
+                if flush:
+                    self._flush(con)
                 yield con
         except duckdb.Error as exc:
             # A failed write may leave the connection unusable; the next unit reopens.
@@ -109,6 +120,40 @@ class DuckDBExperimentTracker:
         """Let go of the database file now (it is reopened on the next call)."""
         self._db.release()
 
+    def _created(self) -> dict[str, None]:
+        """Ids created in this unit of work and not yet written (they are written, in
+        their latest state, just before the unit commits).
+        """
+        new: dict[str, None] | None = self._db.cache.get(_NEW)
+        if new is None:
+            new = self._db.cache[_NEW] = {}
+            self._db.before_commit(lambda con: self._write_created(con, new))
+        return new
+
+    def _write_created(self, con: duckdb.DuckDBPyConnection, new: dict[str, None]) -> None:
+        if new:
+            _insert_experiments(
+                con, [self._db.cache[experiment_id] for experiment_id in new], self._known()
+            )
+            new.clear()
+
+    def _known(self) -> set[str]:
+        """Metric names known to be stored while this connection holds the file."""
+        known: set[str] = self._db.held.setdefault(_NAMES, set())
+        return known
+
+    def _flush(self, con: duckdb.DuckDBPyConnection) -> None:
+        new: dict[str, None] | None = self._db.cache.get(_NEW)
+        if new:
+            self._write_created(con, new)
+
+    def _unwritten(self, experiment_id: str) -> bool:
+        """True for an experiment created in this unit of work and not written yet:
+        nobody else can see it, so a change to it is a change to the cached copy only.
+        """
+        new: dict[str, None] | None = self._db.cache.get(_NEW)
+        return new is not None and experiment_id in new
+
     def _load(self, con: duckdb.DuckDBPyConnection, experiment_id: str) -> tuple[int, Experiment]:
         cached: tuple[int, Experiment] | None = self._db.cache.get(experiment_id)
         if cached is None:
@@ -123,21 +168,33 @@ class DuckDBExperimentTracker:
     ) -> Experiment:
         """Store a new pending experiment and return it."""
         experiment = new_experiment(definition, experiment_id=experiment_id)
-        with self._unit() as con:
-            taken, seq = con.execute(
-                "SELECT (SELECT count(*) FROM qt_experiments WHERE id = ?), "
-                "(SELECT coalesce(max(seq), 0) + 1 FROM qt_experiments)",
-                [experiment.id],
-            ).fetchall()[0]
-            if taken:
+        with self._unit(flush=False) as con:
+            new = self._created()
+            seq = self._db.held.get(_NEXT_SEQ)
+            if seq is None:
+                taken, seq = con.execute(
+                    "SELECT (SELECT count(*) FROM qt_experiments WHERE id = ?), "
+                    "(SELECT coalesce(max(seq), 0) + 1 FROM qt_experiments)",
+                    [experiment.id],
+                ).fetchall()[0]
+            else:
+                taken = con.execute(
+                    "SELECT count(*) FROM qt_experiments WHERE id = ?", [experiment.id]
+                ).fetchall()[0][0]
+            if taken or experiment.id in new:
                 raise DuplicateExperiment(experiment.id)
-            _insert_experiment(con, seq, experiment)
+            if new:
+                seq = max(seq, self._db.cache[next(reversed(new))][0] + 1)
+            self._db.held[_NEXT_SEQ] = seq + 1
+            # Written when the unit commits, in the state it has reached by then: a run
+            # recorded in one session costs one INSERT per table instead of ~10 statements.
             self._db.cache[experiment.id] = (seq, experiment)
+            new[experiment.id] = None
         return experiment
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         """Return the experiment with this id."""
-        with self._unit() as con:
+        with self._unit(flush=False) as con:
             return self._load(con, experiment_id)[1]
 
     def list_experiments(self, filter: ExperimentFilter | None = None) -> list[Experiment]:
@@ -196,9 +253,13 @@ class DuckDBExperimentTracker:
         error_category: ErrorCategory | None = None,
     ) -> Experiment:
         """Move the experiment to ``status`` under the lifecycle rules."""
-        with self._unit() as con:
+        with self._unit(flush=False) as con:
             seq, before = self._load(con, experiment_id)
             after = transition(before, status, error=error, error_category=error_category)
+            if self._unwritten(experiment_id):
+                self._db.cache[experiment_id] = (seq, after)
+                log_transition(before.status.value, after)
+                return after
             changed = con.execute(
                 "UPDATE qt_experiments SET status = ?, started_at = ?, completed_at = ?, "
                 "error = ?, error_category = ? WHERE id = ? AND status = ?",
@@ -223,9 +284,12 @@ class DuckDBExperimentTracker:
 
     def store_results(self, experiment_id: str, results: ExperimentResults) -> Experiment:
         """Merge results into a running experiment."""
-        with self._unit() as con:
+        with self._unit(flush=False) as con:
             seq, before = self._load(con, experiment_id)
             after = attach_results(before, results)
+            if self._unwritten(experiment_id):
+                self._db.cache[experiment_id] = (seq, after)
+                return after
             if results.metrics:
                 names = sorted(results.metrics)
                 # Only names the run already has need their old row removed.
@@ -239,7 +303,7 @@ class DuckDBExperimentTracker:
                 _insert_rows(
                     con, "qt_metrics", [[seq, name, results.metrics[name]] for name in names]
                 )
-                _add_metric_names(con, names)
+                _add_metric_names(con, names, self._known())
             new_refs = after.artifacts[len(before.artifacts) :]
             _insert_rows(
                 con,
@@ -254,9 +318,12 @@ class DuckDBExperimentTracker:
 
     def heartbeat(self, experiment_id: str) -> Experiment:
         """Stamp a running experiment as alive now."""
-        with self._unit() as con:
+        with self._unit(flush=False) as con:
             seq, before = self._load(con, experiment_id)
             after = stamp_heartbeat(before)
+            if self._unwritten(experiment_id):
+                self._db.cache[experiment_id] = (seq, after)
+                return after
             con.execute(
                 "UPDATE qt_experiments SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
                 [to_db_time(after.heartbeat_at), experiment_id],
@@ -283,7 +350,12 @@ class DuckDBExperimentTracker:
         """Store many finished experiments in one transaction, all or none."""
         if len(records) == 0:
             return []
+        # pyarrow and numpy cost ~100 ms to import; only the bulk path needs them, so
+        # reading a workspace (the CLI) never loads them.
+        from quantrack.adapters.duckdb._bulk import insert_finished
+
         with self._unit() as con:
+            self._db.held.pop(_NEXT_SEQ, None)
             insert_finished(con, _next_seq(con), records)
         return list(records.ids)
 
@@ -294,6 +366,7 @@ class DuckDBExperimentTracker:
             if seq is None:
                 raise ExperimentNotFound(experiment_id)
             self._db.cache.pop(experiment_id, None)
+            self._db.held.pop(_NAMES, None)
             names = [
                 row[0]
                 for row in con.execute(
@@ -384,8 +457,13 @@ def _metric_names(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {row[0] for row in con.execute("SELECT name FROM qt_metric_names").fetchall()}
 
 
-def _add_metric_names(con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> None:
-    wanted = sorted(set(names))
+def _add_metric_names(
+    con: duckdb.DuckDBPyConnection, names: Sequence[str], known: set[str]
+) -> None:
+    """Add the names not yet in ``qt_metric_names``; ``known`` (names already stored) saves
+    the statement when nothing is new, and learns the names added.
+    """
+    wanted = sorted(set(names) - known)
     if wanted:
         con.execute(
             "INSERT INTO qt_metric_names SELECT name FROM (VALUES "
@@ -393,6 +471,7 @@ def _add_metric_names(con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> N
             "WHERE name NOT IN (SELECT name FROM qt_metric_names)",
             wanted,
         )
+        known.update(wanted)
 
 
 def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[list[object]]) -> None:
@@ -409,55 +488,61 @@ def _ref_values(ref: ArtifactRef) -> list[object]:
     return [ref.id, ref.size, ref.media_type, ref.kind, ref.name, ref.part]
 
 
-def _insert_experiment(con: duckdb.DuckDBPyConnection, seq: int, e: Experiment) -> None:
-    d = e.definition
-    con.execute(
-        f"INSERT INTO qt_experiments ({_COLUMNS}) VALUES "
-        f"({', '.join('?' for _ in _COLUMNS.split(','))})",
-        [
-            seq,
-            e.id,
-            d.name,
-            d.strategy,
-            d.engine,
-            d.description,
-            d.seed,
-            d.batch_id,
-            d.batch_index,
-            d.attempt,
-            d.retry_of,
-            d.reproduces,
-            d.reused_from,
-            d.config_hash,
-            d.provenance.git_commit,
-            d.provenance.model_dump_json(),
-            list(d.tags),
-            e.status.value,
-            to_db_time(e.created_at),
-            to_db_time(e.started_at),
-            to_db_time(e.completed_at),
-            to_db_time(e.heartbeat_at),
-            e.error,
-            e.error_category.value if e.error_category else None,
-        ],
-    )
-    _insert_rows(
-        con,
-        "qt_params",
-        [[seq, name, *encode_param(value)] for name, value in d.params.items()],
-    )
-    _insert_rows(con, "qt_metrics", [[seq, name, value] for name, value in e.metrics.items()])
-    _add_metric_names(con, list(e.metrics))
-    _insert_rows(
-        con,
-        "qt_inputs",
-        [[seq, e.id, i, *_ref_values(ref)] for i, ref in enumerate(d.inputs)],
-    )
-    _insert_rows(
-        con,
-        "qt_artifacts",
-        [[seq, i, *_ref_values(ref)] for i, ref in enumerate(e.artifacts)],
-    )
+def _insert_experiments(
+    con: duckdb.DuckDBPyConnection,
+    experiments: Sequence[tuple[int, Experiment]],
+    known: set[str],
+) -> None:
+    """Insert experiments with their params, metrics, lineage and artifacts: one
+    multi-row INSERT per table.
+    """
+    rows: dict[str, list[list[object]]] = {
+        "qt_experiments": [],
+        "qt_params": [],
+        "qt_metrics": [],
+        "qt_inputs": [],
+        "qt_artifacts": [],
+    }
+    names: set[str] = set()
+    for seq, e in experiments:
+        d = e.definition
+        rows["qt_experiments"].append(
+            [
+                seq,
+                e.id,
+                d.name,
+                d.strategy,
+                d.engine,
+                d.description,
+                d.seed,
+                d.batch_id,
+                d.batch_index,
+                d.attempt,
+                d.retry_of,
+                d.reproduces,
+                d.reused_from,
+                d.config_hash,
+                d.provenance.git_commit,
+                d.provenance.model_dump_json(),
+                list(d.tags),
+                e.status.value,
+                to_db_time(e.created_at),
+                to_db_time(e.started_at),
+                to_db_time(e.completed_at),
+                to_db_time(e.heartbeat_at),
+                e.error,
+                e.error_category.value if e.error_category else None,
+            ]
+        )
+        rows["qt_params"] += [[seq, n, *encode_param(v)] for n, v in d.params.items()]
+        rows["qt_metrics"] += [[seq, n, v] for n, v in sorted(e.metrics.items())]
+        names.update(e.metrics)
+        rows["qt_inputs"] += [[seq, e.id, i, *_ref_values(r)] for i, r in enumerate(d.inputs)]
+        rows["qt_artifacts"] += [[seq, i, *_ref_values(r)] for i, r in enumerate(e.artifacts)]
+    for table, table_rows in rows.items():
+        for start in range(0, len(table_rows), _ROWS_PER_INSERT):
+            _insert_rows(con, table, table_rows[start : start + _ROWS_PER_INSERT])
+    _add_metric_names(con, sorted(names), known)
 
 
 def _load_one(con: duckdb.DuckDBPyConnection, experiment_id: str) -> tuple[int, Experiment]:
@@ -493,15 +578,10 @@ def _aux_rows(con: duckdb.DuckDBPyConnection, seqs: list[int]) -> list[tuple[Any
         # A short constant list is still checked against each row group's seq range.
         where = f"seq IN ({', '.join('?' for _ in seqs)})"
         return con.execute(_AUX.format(where=where), seqs * 4).fetchall()
-    wanted = pa.table({"seq": pa.array(seqs, pa.int64())})
-    con.register("qt_wanted", wanted)
-    try:
-        # The range predicate lets DuckDB skip row groups outside the wanted seqs.
-        where = "seq BETWEEN ? AND ? AND seq IN (SELECT seq FROM qt_wanted)"
-        return con.execute(_AUX.format(where=where), [min(seqs), max(seqs)] * 4).fetchall()
-    finally:
-        with contextlib.suppress(duckdb.Error):
-            con.unregister("qt_wanted")
+    # A bound list keeps the query free of pandas/pyarrow (a registered Arrow table makes
+    # DuckDB import pandas); the range lets DuckDB skip row groups outside the wanted seqs.
+    where = "seq BETWEEN ? AND ? AND seq IN (SELECT unnest(?::BIGINT[]))"
+    return con.execute(_AUX.format(where=where), [min(seqs), max(seqs), seqs] * 4).fetchall()
 
 
 def _refs(rows: list[tuple[Any, ...]]) -> tuple[ArtifactRef, ...]:
