@@ -20,11 +20,18 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 
-from quantrack.domain.hashing import JsonValue, canonical_params, config_hash
+from quantrack.domain.hashing import (
+    JsonValue,
+    canonical_params,
+    config_hash,
+    config_hash_of_canonical,
+)
 from quantrack.domain.ids import ID_PATTERN, new_id, utcnow
 
 __all__ = [
@@ -336,6 +343,28 @@ def _check_lifecycle_fields(
         raise ValueError("a completed experiment has no error")
 
 
+def _first_non_finite(values: Sequence[float | None]) -> int | None:
+    """The index of the first NaN or infinite value, or None when every value is finite."""
+    # fsum runs in C; a finite sum proves every term finite (a NaN or an infinity never
+    # sums to a finite number). None (an undefined metric) and an overflowing sum of
+    # finite terms fall back to checking term by term.
+    try:
+        if math.isfinite(math.fsum(values)):  # type: ignore[arg-type]  # None -> TypeError
+            return None
+    except TypeError:
+        try:
+            if math.isfinite(math.fsum(x for x in values if x is not None)):
+                return None
+        except OverflowError:
+            pass
+    except OverflowError:
+        pass
+    for i, number in enumerate(values):
+        if number is not None and not math.isfinite(number):
+            return i
+    return None
+
+
 class FinishedExperiments(_Frozen):
     """Many finished experiments in columns: the bulk path for sweeps.
 
@@ -346,7 +375,9 @@ class FinishedExperiments(_Frozen):
     Row ``i`` is the experiment ``ids[i]`` named ``names[i]`` (or ``template.name``), with
     ``params[i]`` and, for every metric column, ``metrics[name][i]`` (``None`` means the
     metric is undefined for that run and is left out). ``artifacts`` are shared by every
-    row; ``row_artifacts[i]``, when given, are that row's own.
+    row; ``row_artifacts[i]``, when given, are that row's own. ``status``, ``created_at``,
+    ``started_at`` and ``completed_at`` take one value per row, or a single value shared by
+    every row (kept as a tuple of that value).
     """
 
     template: ExperimentDefinition
@@ -364,6 +395,34 @@ class FinishedExperiments(_Frozen):
     row_artifacts: tuple[tuple[ArtifactRef, ...], ...] | None = None
     batch_indexes: tuple[int, ...] | None = None
     config_hashes: tuple[str, ...] = ()
+
+    @field_validator("created_at", "started_at", "completed_at", "status", mode="wrap")
+    @classmethod
+    def _broadcast(
+        cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> tuple[object, ...]:
+        # One value for every row (a sweep's rows usually share their timestamps and
+        # status) is validated once and repeated, instead of given n times.
+        if isinstance(value, list | tuple):
+            if value and value.count(value[0]) == len(value):
+                # `(now,) * n` is common too; count() compares by identity first.
+                single: tuple[object, ...] = handler(value[:1])
+                return single * len(value)
+            return tuple(handler(value))
+        ids = info.data.get("ids")
+        if ids is None:
+            raise ValueError("cannot broadcast one value without valid ids")
+        one: tuple[object, ...] = handler((value,))
+        return one * len(ids)
+
+    @field_validator("params", mode="wrap")
+    @classmethod
+    def _params_rows(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        # Plain dicts need no copy here: _validate_rows replaces each with its canonical
+        # form (a new dict), which also rejects any value with no canonical form.
+        if isinstance(value, list | tuple) and all(type(row) is dict for row in value):
+            return tuple(value)
+        return handler(value)
 
     @model_validator(mode="after")
     def _validate_rows(self) -> Self:
@@ -388,44 +447,67 @@ class FinishedExperiments(_Frozen):
                 raise ValueError("metric names must not be empty")
             if len(values) != n:
                 raise ValueError(f"metric {metric!r} has {len(values)} rows but ids has {n}")
-            for i, number in enumerate(values):
-                if number is not None and not math.isfinite(number):
-                    raise ValueError(
-                        f"metric {metric!r} of row {i} ({self.ids[i]}) is {number!r}; "
-                        "use None for an undefined metric"
-                    )
+            bad = _first_non_finite(values)
+            if bad is not None:
+                raise ValueError(
+                    f"metric {metric!r} of row {bad} ({self.ids[bad]}) is {values[bad]!r}; "
+                    "use None for an undefined metric"
+                )
         if len(set(self.ids)) != n:
             raise ValueError("ids must be unique")
-        if self.names is not None:
-            for i, name in enumerate(self.names):
-                if not name.strip():
-                    raise ValueError(f"name of row {i} is empty")
-        errors = self.errors or (None,) * n
-        categories = self.error_categories or (None,) * n
-        for i in range(n):
-            if self.status[i] not in TERMINAL_STATUSES:
-                raise ValueError(
-                    f"row {i} ({self.ids[i]}) is {self.status[i].value}; "
-                    "the bulk path records finished experiments only"
-                )
-            try:
-                _check_lifecycle_fields(
-                    self.status[i],
-                    self.created_at[i],
-                    self.started_at[i],
-                    self.completed_at[i],
-                    errors[i],
-                    categories[i],
-                )
-            except ValueError as exc:
-                raise ValueError(f"row {i} ({self.ids[i]}): {exc}") from None
-        canonical = tuple(canonical_params(row) for row in self.params)
+        if self.names is not None and not all(name.strip() for name in self.names):
+            i = next(i for i, name in enumerate(self.names) if not name.strip())
+            raise ValueError(f"name of row {i} is empty")
+        self._check_lifecycles(n)
+        canonical = tuple(map(canonical_params, self.params))
         self.__dict__["params"] = canonical
         if not self.config_hashes:
-            self.__dict__["config_hashes"] = tuple(config_hash(row) for row in canonical)
+            self.__dict__["config_hashes"] = tuple(map(config_hash_of_canonical, canonical))
         elif len(self.config_hashes) != n:
             raise ValueError(f"config_hashes has {len(self.config_hashes)} rows but ids has {n}")
         return self
+
+    def _check_lifecycles(self, n: int) -> None:
+        """Apply the lifecycle rules to each distinct combination of lifecycle fields.
+
+        A sweep's rows mostly share status, timestamps and outcome, so checking each
+        distinct combination once (in order of first appearance, which reports the first
+        bad row) costs a hash per row instead of a Python call per row.
+        """
+        rows = zip(
+            self.status,
+            self.created_at,
+            self.started_at,
+            self.completed_at,
+            self.errors or (None,) * n,
+            self.error_categories or (None,) * n,
+            strict=True,
+        )
+        for combo in dict.fromkeys(rows):
+            status, created, started, completed, error, category = combo
+            if status not in TERMINAL_STATUSES:
+                i = self._first_row_of(combo, n)
+                raise ValueError(
+                    f"row {i} ({self.ids[i]}) is {status.value}; "
+                    "the bulk path records finished experiments only"
+                )
+            try:
+                _check_lifecycle_fields(status, created, started, completed, error, category)
+            except ValueError as exc:
+                i = self._first_row_of(combo, n)
+                raise ValueError(f"row {i} ({self.ids[i]}): {exc}") from None
+
+    def _first_row_of(self, combo: tuple[object, ...], n: int) -> int:
+        rows = zip(
+            self.status,
+            self.created_at,
+            self.started_at,
+            self.completed_at,
+            self.errors or (None,) * n,
+            self.error_categories or (None,) * n,
+            strict=True,
+        )
+        return next(i for i, row in enumerate(rows) if row == combo)
 
     def __len__(self) -> int:
         return len(self.ids)
