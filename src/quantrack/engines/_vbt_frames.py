@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import vectorbt as vbt
 
+from quantrack.engines._vbt_metrics import portfolio_value
+
 __all__ = [
     "PARQUET",
     "equity_table",
@@ -46,15 +48,13 @@ def table_bytes(table: pa.Table) -> bytes:
 def equity_table(pf: vbt.Portfolio, labels: Sequence[str]) -> pa.Table:
     """The portfolio value of every (grouped) column, one Parquet column per label."""
     index = pf.wrapper.index
-    values = np.asarray(pf.value(), dtype="float64")
-    if values.ndim == 1:
-        values = values.reshape(-1, 1)
+    values = portfolio_value(pf)
     if values.shape[1] != len(labels):
         raise ValueError(f"{values.shape[1]} equity columns for {len(labels)} labels")
     index_name = _index_name(index)
     if index_name in labels:
         index_name = f"__{index_name}__"
-    # Column-major copy once, so each column handed to Arrow is contiguous (no per-column copy).
+    # Column-major, so each column handed to Arrow is contiguous (no per-column copy).
     columns = np.asfortranarray(values)
     arrays = [pa.array(np.asarray(index))] + [pa.array(columns[:, j]) for j in range(len(labels))]
     schema_meta = {b"quantrack": json.dumps({"index": index_name, "kind": "equity_curve"}).encode()}

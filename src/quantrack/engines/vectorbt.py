@@ -634,19 +634,21 @@ class VectorbtAdapter:
         observer = guard.observer
         batch = start_batch(batch, now=started_at)
         observer.on_batch_started(batch)
+        duration = max((completed_at - started_at).total_seconds(), 0.0)
+        # One unit of work for the runs and their item events: a persisting observer
+        # buffers the events and writes them in bulk when the session commits.
         with guard.tracker.session():
             guard.tracker.record_finished(records)
-        duration = max((completed_at - started_at).total_seconds(), 0.0)
-        for i in range(n):
-            item = BatchItemResult(
-                index=i,
-                experiment_id=ids[i],
-                params=records.params[i],
-                status=ExperimentStatus.COMPLETED,
-                duration_seconds=duration,
-            )
-            batch = record_item(batch, item)
-            observer.on_item_finished(batch, item)
+            for i in range(n):
+                item = BatchItemResult(
+                    index=i,
+                    experiment_id=ids[i],
+                    params=records.params[i],
+                    status=ExperimentStatus.COMPLETED,
+                    duration_seconds=duration,
+                )
+                batch = record_item(batch, item)
+                observer.on_item_finished(batch, item)
         batch = finish_batch(batch, now=completed_at)
         observer.on_batch_finished(batch)
         if run_id is not None:
