@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quantrack.domain import QuantrackError
+# Re-exported here, where users meet it; defined with every other error.
+from quantrack.domain.errors import UnknownSampleSymbol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,17 +32,6 @@ _FIELDS = ("open", "high", "low", "close", "volume")
 _FOLDER = Path(__file__).resolve().parent / "data" / "sample"
 
 
-class UnknownSampleSymbol(QuantrackError, KeyError):
-    """The bundled sample data has no symbol of that name."""
-
-    def __init__(self, symbol: object) -> None:
-        super().__init__(
-            f"no sample data for symbol {symbol!r}; the bundled (synthetic) symbols are "
-            f"{', '.join(SAMPLE_SYMBOLS)}"
-        )
-        self.symbol = symbol
-
-
 def sample_path(symbol: str) -> Path:
     """The CSV file of ``symbol``; raises :class:`UnknownSampleSymbol` for any other name.
 
@@ -49,7 +39,7 @@ def sample_path(symbol: str) -> Path:
     ``pandas.read_csv(path, comment="#")`` or use :func:`load_sample`.
     """
     if symbol not in SAMPLE_SYMBOLS:
-        raise UnknownSampleSymbol(symbol)
+        raise UnknownSampleSymbol(symbol, SAMPLE_SYMBOLS)
     return _FOLDER / f"{symbol}.csv"
 
 

@@ -22,10 +22,12 @@ from quantrack.domain.errors import (
     InvalidTransition,
     LifecycleError,
     NotAQuantrackDatabase,
+    PickleNotAllowed,
     QuantrackError,
     RecordingFailed,
     SchemaVersionError,
     StorageError,
+    UnknownSampleSymbol,
     WorkspaceBusy,
     WorkspaceUnwritable,
 )
@@ -51,6 +53,8 @@ EXAMPLES: list[QuantrackError] = [
     WorkspaceUnwritable("read-only"),
     NotAQuantrackDatabase("not ours"),
     SchemaVersionError("/ws/runs.duckdb", 9, 3),
+    PickleNotAllowed("pass allow_pickle=True"),
+    UnknownSampleSymbol("ZZZ", ("AAA", "BBB")),
 ]
 
 

@@ -16,6 +16,8 @@
     ├── InvalidArtifactId           (also ValueError)
     ├── IntegrityError
     ├── EngineNotInstalled          (also ImportError)
+    ├── PickleNotAllowed            (also PermissionError)
+    ├── UnknownSampleSymbol         (also KeyError)
     ├── RecordingFailed
     └── StorageError
         ├── WorkspaceBusy
@@ -48,10 +50,12 @@ __all__ = [
     "InvalidTransition",
     "LifecycleError",
     "NotAQuantrackDatabase",
+    "PickleNotAllowed",
     "QuantrackError",
     "RecordingFailed",
     "SchemaVersionError",
     "StorageError",
+    "UnknownSampleSymbol",
     "WorkspaceBusy",
     "WorkspaceUnwritable",
 ]
@@ -185,6 +189,25 @@ class EngineNotInstalled(QuantrackError, ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+class PickleNotAllowed(QuantrackError, PermissionError):
+    """A pickled object was to be saved or loaded without ``allow_pickle=True``.
+
+    Loading a pickle runs code, so quantrack never does it unless asked explicitly.
+    """
+
+
+class UnknownSampleSymbol(QuantrackError, KeyError):
+    """The bundled sample data has no symbol of that name."""
+
+    def __init__(self, symbol: object, available: tuple[str, ...] = ()) -> None:
+        listed = (
+            f"; the bundled (synthetic) symbols are {', '.join(available)}" if available else ""
+        )
+        super().__init__(f"no sample data for symbol {symbol!r}{listed}")
+        self.symbol = symbol
+        self.available = available
 
 
 class RecordingFailed(QuantrackError):

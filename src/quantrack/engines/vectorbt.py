@@ -48,12 +48,14 @@ from quantrack.domain import (
     FinishedExperiments,
     InvalidParams,
     Provenance,
-    QuantrackError,
     canonical_params,
     categorize_error,
     new_id,
     utcnow,
 )
+
+# PickleNotAllowed is re-exported here, where users meet it.
+from quantrack.domain.errors import PickleNotAllowed
 from quantrack.domain.lifecycle import finish_batch, record_item, start_batch
 from quantrack.engines._safety import RecordingGuard
 from quantrack.ports import ArtifactStore, BatchObserver, ExperimentTracker
@@ -87,10 +89,6 @@ PICKLE_MEDIA_TYPE = "application/x-python-pickle"
 _MAX_CODE_BYTES = 1_000_000
 
 InputLike = Any  # a DataFrame, a Series or an ArtifactRef
-
-
-class PickleNotAllowed(QuantrackError, PermissionError):
-    """A pickled Portfolio was to be saved or loaded without ``allow_pickle=True``."""
 
 
 @dataclass(frozen=True)
