@@ -139,9 +139,10 @@ def demo_command(
         return
     out = console()
     sharpe = bt_run.metrics.get("sharpe")
+    # The id on a line of its own keeps every line inside an 80-column terminal.
+    out.print(f"backtrader run {bt_run.id}")
     out.print(
-        f"backtrader run {bt_run.id}: final value "
-        f"{bt_run.metrics.get('final_value', float('nan')):,.0f}"
+        f"  final value {bt_run.metrics.get('final_value', float('nan')):,.0f}"
         + (f", sharpe {sharpe:.2f}" if sharpe is not None else "")
     )
     out.print(f"vectorbt batch {batch.id}: {batch.succeeded}/{batch.total} runs {batch.status}")
