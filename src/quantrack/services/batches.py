@@ -1025,6 +1025,20 @@ def _check_function(fn: object, label: str, executor: cf.Executor | None) -> Non
             ) from exc
 
 
+def _check_functions(fn: object, metrics_of: object | None, executor: cf.Executor | None) -> None:
+    _check_function(fn, "fn", executor)
+    if metrics_of is not None:
+        _check_function(metrics_of, "metrics_of", executor)
+
+
+def _started(observer: BatchObserver, batch: Batch) -> Batch:
+    """``batch`` moved to running with its first heartbeat, and the observers told."""
+    batch = start_batch(batch)
+    batch = batch.model_copy(update={"heartbeat_at": batch.started_at})
+    observer.on_batch_started(batch)
+    return batch
+
+
 def _prepare_items(
     items: Iterable[Mapping[str, Any]],
 ) -> tuple[list[Mapping[str, Any]], list[dict[str, JsonValue]]]:
@@ -1190,9 +1204,7 @@ def run_batch(
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty string naming the batch; got {name!r}")
     _check_settings(retries, timeout, flush_every, flush_seconds, heartbeat_seconds)
-    _check_function(fn, "fn", executor)
-    if metrics_of is not None:
-        _check_function(metrics_of, "metrics_of", executor)
+    _check_functions(fn, metrics_of, executor)
     originals, canonical = _prepare_items(items)
     input_refs = tuple(inputs)
     spec = _Spec(
@@ -1214,9 +1226,7 @@ def run_batch(
     skip: set[int] = set()
     if skip_completed:
         reused, skip = _reused_rows(tracker, template, hashes, range(len(canonical)))
-    batch = start_batch(batch)
-    batch = batch.model_copy(update={"heartbeat_at": batch.started_at})
-    observer.on_batch_started(batch)
+    batch = _started(observer, batch)
     runner = _Runner(
         tracker=tracker,
         artifacts=artifacts,
@@ -1425,9 +1435,7 @@ def retry_failed(
         retry_of_batch=batch_id,
     )
     _check_settings(0, retry_spec.timeout, flush_every, flush_seconds, heartbeat_seconds)
-    _check_function(fn, "fn", executor)
-    if metrics_of is not None:
-        _check_function(metrics_of, "metrics_of", executor)
+    _check_functions(fn, metrics_of, executor)
     batch = Batch(
         name=f"{original.name} (retry)",
         total=len(items),
@@ -1437,9 +1445,7 @@ def retry_failed(
     template = _template(
         original.name, retry_spec, batch.id, _provenance(fn, provenance), original.tags
     )
-    batch = start_batch(batch)
-    batch = batch.model_copy(update={"heartbeat_at": batch.started_at})
-    observer.on_batch_started(batch)
+    batch = _started(observer, batch)
     runner = _Runner(
         tracker=tracker,
         artifacts=artifacts,
