@@ -83,3 +83,21 @@ def cerebro_with(
     if strategy is not None:
         cerebro.addstrategy(strategy, **params)
     return cerebro
+
+
+class Swing(bt.Strategy):  # type: ignore[misc]
+    """Goes long, adds, reverses to short in one order, covers, on a fixed schedule per feed.
+
+    Exercises what a crossover strategy does not: shorts, scaling in, a reversal that closes
+    one trade and opens the next in the same execution, flat spells, several feeds.
+    """
+
+    params = (("every", 17),)
+
+    def next(self) -> None:
+        step = len(self) // self.p.every
+        if len(self) % self.p.every:
+            return
+        for position, data in enumerate(self.datas):
+            target = (100, 250, -150, 0, 0, 300, -300, 0)[(step + position) % 8]
+            self.order_target_size(data=data, target=target)

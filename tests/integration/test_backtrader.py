@@ -171,13 +171,16 @@ def test_users_analyzers_are_kept_reused_and_recorded(workspace: Workspace) -> N
     assert "my_sqn" in names
     assert "my_trades" in names
     assert "quantrack_trades" not in names  # the user's TradeAnalyzer was reused
-    assert "quantrack_drawdown" in names
+    assert "quantrack_recorder" in names
     experiment = _only(workspace)
     document = get_json(workspace.artifacts, _artifact(experiment, "analyzers"))
     assert document["my_sqn"]["sqn"] == pytest.approx(strategy.analyzers.my_sqn.get_analysis().sqn)
     assert document["my_sqn"]["trades"] == strategy.analyzers.my_sqn.get_analysis().trades
     assert document["my_trades"]["total"]["closed"] == experiment.metrics["trades"]
-    assert "quantrack_equity" not in document  # stored as the equity curve instead
+    assert "quantrack_recorder" not in document  # stored as the equity curve instead
+    # The user's TradeAnalyzer ran, so the recorder derived none in its place.
+    assert "quantrack_trades" not in document
+    assert "quantrack_drawdown" in document
 
 
 def test_equity_curve_and_trades_artifacts(workspace: Workspace) -> None:

@@ -1,9 +1,12 @@
-"""Returns and Sharpe ratio derived from the equity curve equal backtrader's own analyzers.
+"""Metric sources computed after the run equal backtrader's own analyzers, to the bit.
 
-The adapter does not run backtrader's ``Returns`` and ``SharpeRatio`` on daily data (they
-cost more per bar than a typical strategy); it applies their formulas to the equity curve
-after the run. These tests pin that the numbers are bit-for-bit the analyzers' on real runs,
-and that the analyzers still run where the derivation would not be exact.
+The adapter adds one analyzer of its own (:class:`RunRecorder`) that keeps the broker's
+value and cash per bar and the trade and order notifications. From them, after the run,
+it computes what ``DrawDown`` and ``TradeAnalyzer`` report (always, resp. when the broker
+values the portfolio), and on daily data what ``Returns`` and ``SharpeRatio`` report:
+those analyzers cost more per bar than a typical strategy. These tests run the real
+analyzers beside the recorder on real runs and require identical outputs, and check that
+the analyzers still run where the derivation would not be exact.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ from typing import Any
 
 import backtrader as bt
 import pytest
-from tests.integration.bt_strategies import Idle, SmaCross, cerebro_with, sample_feed
+from tests.integration.bt_strategies import Idle, SmaCross, Swing, cerebro_with, sample_feed
 
 from quantrack import Workspace, open_workspace
 from quantrack.adapters.frames import get_json
 from quantrack.engines.backtrader import (
     BacktraderAdapter,
-    EquityCurveAnalyzer,
+    RunRecorder,
     _derivable,
     _derived,
+    _drawdown_of,
     _ensure_analyzers,
 )
 
@@ -35,93 +39,153 @@ def workspace(tmp_path: Path) -> Workspace:
     return open_workspace(tmp_path / "ws")
 
 
-def _with_reference_analyzers(cerebro: bt.Cerebro) -> Any:
-    """Run ``cerebro`` with the equity curve and backtrader's Returns and SharpeRatio."""
-    cerebro.addanalyzer(EquityCurveAnalyzer, _name="eq")
+class PerBar(bt.Analyzer):  # type: ignore[misc]
+    """The reference for what the recorder avoids doing per bar: time and open positions."""
+
+    def start(self) -> None:
+        """Reset the columns."""
+        self.times: list[float] = []
+        self.in_market: list[bool] = []
+
+    def notify_cashvalue(self, cash: float, value: float) -> None:
+        """Note the bar's time and whether any position is open."""
+        self.times.append(self.strategy.datetime[0])
+        strategy = self.strategy
+        self.in_market.append(any(strategy.getposition(d).size for d in strategy.datas))
+
+    def get_analysis(self) -> dict[str, Any]:
+        """The columns."""
+        return {"times": self.times, "in_market": self.in_market}
+
+
+def _with_reference_analyzers(cerebro: bt.Cerebro, **run: Any) -> Any:
+    """Run ``cerebro`` with the recorder and every analyzer it stands in for."""
+    cerebro.addanalyzer(RunRecorder, _name="rec", derive=("drawdown", "trades"))
+    cerebro.addanalyzer(PerBar, _name="bar")
+    cerebro.addanalyzer(bt.analyzers.DrawDown, _name="dd")
+    cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="ta")
     cerebro.addanalyzer(bt.analyzers.Returns, _name="ret")
     cerebro.addanalyzer(bt.analyzers.SharpeRatio, _name="sr", **SHARPE_SETTINGS)
-    return cerebro.run()[0]
+    return cerebro.run(**run)[0]
 
 
-@pytest.mark.parametrize(
-    ("symbol", "bars", "strategy", "params"),
-    [
-        ("AAA", 1000, SmaCross, {"fast": 5, "slow": 20}),
-        ("BBB", 1000, SmaCross, {"fast": 10, "slow": 30, "stake": 900}),
-        ("CCC", 600, SmaCross, {"fast": 3, "slow": 8}),
-        ("DDD", None, SmaCross, {"fast": 20, "slow": 60}),
-        ("AAA", 300, Idle, {}),
-    ],
-)
-def test_derived_outputs_are_backtraders_to_the_bit(
-    symbol: str, bars: int | None, strategy: type, params: dict[str, Any]
-) -> None:
-    """Derived rtot/ravg/rnorm/rnorm100 and sharperatio equal the analyzers' floats exactly."""
+def _swing_cerebro(bars: int = 700) -> bt.Cerebro:
+    """Two feeds of different lengths traded long and short by :class:`Swing`."""
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(sample_feed("AAA", bars))
+    cerebro.adddata(sample_feed("CCC", bars - 150))
+    cerebro.broker.setcash(100_000.0)
+    cerebro.broker.setcommission(commission=0.001)
+    cerebro.addstrategy(Swing)
+    return cerebro
+
+
+def _sma_cerebro(symbol: str, bars: int | None, **params: Any) -> bt.Cerebro:
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(sample_feed(symbol, bars))
     cerebro.broker.setcash(50_000.0)
     cerebro.broker.setcommission(commission=0.002)
-    cerebro.addstrategy(strategy, **params)
+    cerebro.addstrategy(SmaCross, **params)
+    return cerebro
+
+
+SCENARIOS = {
+    "sma-AAA": (lambda: _sma_cerebro("AAA", 1000, fast=5, slow=20), {}),
+    "sma-BBB-stake": (lambda: _sma_cerebro("BBB", 1000, fast=10, slow=30, stake=900), {}),
+    "sma-CCC-short-windows": (lambda: _sma_cerebro("CCC", 600, fast=3, slow=8), {}),
+    "sma-DDD-all-bars": (lambda: _sma_cerebro("DDD", None, fast=20, slow=60), {}),
+    "idle": (lambda: cerebro_with(Idle, bars=300), {}),
+    "swing-two-feeds": (_swing_cerebro, {}),
+    "swing-bar-by-bar": (_swing_cerebro, {"runonce": False}),
+    "swing-quicknotify": (_swing_cerebro, {"quicknotify": True}),
+    # exactbars keeps only the last bars of each line (backtrader's own broker then fails
+    # on feeds of different lengths, so one feed here).
+    "sma-exactbars": (lambda: _sma_cerebro("AAA", 800, fast=5, slow=20), {"exactbars": 1}),
+}
+
+# A stake CCC's price makes too dear for the cash, and a strategy that never trades.
+TRADING = set(SCENARIOS) - {"sma-CCC-short-windows", "idle"}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_recorder_equals_backtraders_analyzers_to_the_bit(scenario: str) -> None:
+    """DrawDown, TradeAnalyzer, Returns and SharpeRatio outputs, bar times and exposure."""
+    build, run = SCENARIOS[scenario]
+    cerebro = build()
     assert _derivable(cerebro)
-    result = _with_reference_analyzers(cerebro)
-    derived = _derived(result.analyzers.eq.get_analysis())
-    assert derived["returns"] == dict(result.analyzers.ret.get_analysis())
-    assert derived["sharpe"] == dict(result.analyzers.sr.get_analysis())
+    strategy = _with_reference_analyzers(cerebro, **run)
+    recorded = strategy.analyzers.rec.get_analysis()
+    per_bar = strategy.analyzers.bar.get_analysis()
+
+    assert recorded["derived"]["drawdown"] == strategy.analyzers.dd.get_analysis()
+    assert recorded["derived"]["trades"] == strategy.analyzers.ta.get_analysis()
+    derived = _derived(recorded)
+    assert derived["returns"] == dict(strategy.analyzers.ret.get_analysis())
+    assert derived["sharpe"] == dict(strategy.analyzers.sr.get_analysis())
+
+    assert recorded["datetime"] == per_bar["times"]
+    assert len(recorded["value"]) == len(recorded["cash"]) == len(per_bar["times"])
+    expected_exposure = 100.0 * sum(per_bar["in_market"]) / len(per_bar["in_market"])
+    assert recorded["exposure"] == pytest.approx(expected_exposure, abs=1e-12)
+    if scenario in TRADING:  # the comparison is about runs that really traded
+        assert strategy.analyzers.ta.get_analysis().total.closed > 3
+        assert 0 < recorded["exposure"] < 100
 
 
-def test_derived_outputs_with_two_feeds_equal_backtraders() -> None:
-    """With a second feed the portfolio spans both, and the derived figures still match."""
-
-    class Both(bt.Strategy):  # type: ignore[misc]
-        """Buys each feed once, sells it 40 bars later."""
-
-        def next(self) -> None:
-            """Trade both feeds on a fixed schedule."""
-            if len(self) == 50:
-                for data in self.datas:
-                    self.buy(data=data, size=100)
-            elif len(self) == 90:
-                for data in self.datas:
-                    self.close(data=data)
-
-    cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(sample_feed("AAA", 400))
-    cerebro.adddata(sample_feed("BBB", 400))
-    cerebro.broker.setcash(100_000.0)
-    cerebro.addstrategy(Both)
-    result = _with_reference_analyzers(cerebro)
-    derived = _derived(result.analyzers.eq.get_analysis())
-    assert derived["returns"] == dict(result.analyzers.ret.get_analysis())
-    assert derived["sharpe"] == dict(result.analyzers.sr.get_analysis())
-    assert derived["returns"]["rtot"] != 0.0  # the run really moved the portfolio
+def test_swing_really_goes_short_and_reverses() -> None:
+    """The scenario above covers shorts and reversals, not only long-flat trading."""
+    strategy = _with_reference_analyzers(_swing_cerebro())
+    trades = strategy.analyzers.ta.get_analysis()
+    assert trades.short.total > 0
+    assert trades.long.total > 0
+    rows = strategy.analyzers.rec.get_analysis()["closed_trades"]
+    assert {row["data"] for row in rows} == {"AAA", "CCC"}
+    assert any(row["size"] < 0 for row in rows)
 
 
-def test_adapter_runs_neither_returns_nor_sharpe_on_daily_data(workspace: Workspace) -> None:
-    """On daily data the adapter adds no Returns/SharpeRatio, yet records their outputs."""
+def test_recorder_keeps_nothing_that_cannot_travel_back_from_a_sweep() -> None:
+    """After the run the recorder holds plain data only (sweeps pickle it to the parent)."""
+    import pickle
+
+    strategy = _with_reference_analyzers(_swing_cerebro(300))
+    recorder = strategy.analyzers.rec
+    assert recorder._trades == []
+    assert recorder._positions is None
+    assert pickle.loads(pickle.dumps(recorder.get_analysis())) == recorder.get_analysis()
+
+
+def test_adapter_runs_none_of_the_derived_analyzers_on_daily_data(workspace: Workspace) -> None:
+    """On daily data the adapter adds only its recorder, yet records all four outputs."""
     cerebro = cerebro_with(SmaCross, bars=700)
     (strategy,) = BacktraderAdapter(workspace).run(cerebro, name="sma")
-    names = strategy.analyzers.getnames()
-    assert "quantrack_returns" not in names
-    assert "quantrack_sharpe" not in names
-    assert "quantrack_drawdown" in names
+    assert strategy.analyzers.getnames() == ["quantrack_recorder"]
     (experiment,) = workspace.tracker.list_experiments()
     (ref,) = [ref for ref in experiment.artifacts if ref.kind == "analyzers"]
     document = get_json(workspace.artifacts, ref)
+    assert "quantrack_recorder" not in document  # stored as the equity curve and trades
 
     reference = _with_reference_analyzers(cerebro_with(SmaCross, bars=700))
     returns = reference.analyzers.ret.get_analysis()
     assert document["quantrack_returns"] == dict(returns)
     assert document["quantrack_sharpe"] == dict(reference.analyzers.sr.get_analysis())
+    drawdown = reference.analyzers.dd.get_analysis()
+    assert document["quantrack_drawdown"] == drawdown
+    assert document["quantrack_trades"] == reference.analyzers.ta.get_analysis()
     assert experiment.metrics["annual_return"] == returns["rnorm100"]
     assert experiment.metrics["sharpe"] == reference.analyzers.sr.get_analysis()["sharperatio"]
+    assert experiment.metrics["max_drawdown"] == drawdown.max.drawdown
+    assert experiment.metrics["max_drawdown_length"] == drawdown.max.len
 
 
 def test_fund_mode_and_weekly_data_keep_backtraders_analyzers() -> None:
-    """Where the derivation is not exact (fund mode, weekly bars) backtrader's analyzers run."""
+    """Where a derivation is not exact (fund mode, weekly bars) backtrader's analyzers run."""
     fund = cerebro_with(SmaCross, bars=300)
     fund.broker.set_fundmode(True)
     assert not _derivable(fund)
-    assert {"returns", "sharpe"} <= set(_ensure_analyzers(fund))
+    names = _ensure_analyzers(fund)
+    assert {"returns", "sharpe", "drawdown"} <= set(names)
+    assert "trades" not in names  # TradeAnalyzer sees only trades: fund mode changes nothing
+    assert fund.analyzers[-1][2]["derive"] == ("trades",)
 
     weekly = bt.Cerebro(stdstats=False)
     weekly.resampledata(sample_feed("AAA", 600), timeframe=bt.TimeFrame.Weeks)
@@ -129,6 +193,18 @@ def test_fund_mode_and_weekly_data_keep_backtraders_analyzers() -> None:
     names = _ensure_analyzers(weekly)
     assert names["returns"] == "quantrack_returns"
     assert names["sharpe"] == "quantrack_sharpe"
+    assert "drawdown" not in names  # the broker's values are exact at any bar size
+
+
+def test_fund_mode_run_records_the_running_drawdown(workspace: Workspace) -> None:
+    """In fund mode the recorded drawdown is the running DrawDown analyzer's."""
+    cerebro = cerebro_with(SmaCross, bars=600)
+    cerebro.broker.set_fundmode(True)
+    (strategy,) = BacktraderAdapter(workspace).run(cerebro, name="fund")
+    (experiment,) = workspace.tracker.list_experiments()
+    drawdown = strategy.analyzers.quantrack_drawdown.get_analysis()
+    assert experiment.metrics["max_drawdown"] == drawdown.max.drawdown
+    assert experiment.metrics["max_drawdown_length"] == drawdown.max.len
 
 
 def test_weekly_run_metrics_come_from_the_analyzers(workspace: Workspace) -> None:
@@ -159,3 +235,14 @@ def test_degenerate_equity_curves_give_no_figures_instead_of_failing() -> None:
     derived = _derived(worthless)
     assert derived["sharpe"] == {"sharperatio": None}
     assert derived["returns"]["rtot"] == float("-inf")
+
+    assert _drawdown_of([]) == {
+        "len": 0,
+        "drawdown": 0.0,
+        "moneydown": 0.0,
+        "max": {"len": 0.0, "drawdown": 0.0, "moneydown": 0.0},
+    }
+    # DrawDown itself would divide by a zero peak; the derivation leaves the figure out.
+    zero_peak = _drawdown_of([0.0, 0.0])
+    assert zero_peak["drawdown"] is None
+    assert zero_peak["max"]["moneydown"] == 0.0

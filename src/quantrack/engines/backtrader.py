@@ -114,10 +114,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENGINE",
+    "RECORDER",
     "BacktraderAdapter",
-    "ClosedTradesAnalyzer",
-    "EquityCurveAnalyzer",
     "FailedCombination",
+    "RunRecorder",
     "compute_metrics",
     "input_fingerprint",
 ]
@@ -128,92 +128,142 @@ _log = get_logger("quantrack.engines.backtrader")
 _EPOCH_ORDINAL = 719163  # dt.date(1970, 1, 1).toordinal(): backtrader counts days from year 1
 
 
-# -- analyzers the adapter adds (top-level classes, so sweeps can pickle them) ----------
+# -- the analyzer the adapter adds (a top-level class, so sweeps can pickle it) ----------
 
 
-class EquityCurveAnalyzer(bt.Analyzer):  # type: ignore[misc]
-    """Per bar: time (backtrader's float date), portfolio value, cash, and whether any
-    position is open; plus the broker's value at the start and end and the wall-clock
-    start and end of the run.
+class RunRecorder(bt.Analyzer):  # type: ignore[misc]
+    """The one analyzer quantrack adds to a run: everything the record needs, collected
+    with as little work per bar as backtrader allows.
+
+    Per bar it keeps only the broker's value and cash (backtrader hands them to every
+    analyzer anyway). Trades and orders arrive as notifications, which are rare. When the
+    run stops it turns them into the equity curve, the closed trades, the exposure and, for
+    the sources named in the ``derive`` param, the output of backtrader's ``DrawDown`` and
+    ``TradeAnalyzer`` computed from the same inputs with their code (see
+    :func:`_drawdown_of` and :func:`_trade_analysis_of`): those analyzers do their work on
+    every bar, which costs more than a simple strategy's own logic.
+
+    ``get_analysis()`` holds plain data only: in a sweep it travels back from the worker.
     """
 
+    params = (("derive", ()),)
+
     def start(self) -> None:
-        """Reset the columns and note the wall-clock start."""
-        self.times: list[float] = []
+        """Reset the columns; note the starting value and the wall-clock start."""
+        strategy = self.strategy
         self.values: list[float] = []
         self.cash: list[float] = []
-        self.in_market: list[bool] = []
-        # BackBroker keeps positions in a dict; reading it beats a getposition() per feed.
-        self._positions = getattr(self.strategy.broker, "positions", None)
-        # Read where backtrader's Returns reads them, so returns derived from this curve
-        # match that analyzer's to the last bit.
-        self.value_start = float(self.strategy.broker.getvalue())
-        self.value_end = self.value_start
+        self._trades: list[Any] = []
+        # (bar index, any position open from that bar on): positions change only when
+        # orders execute, and executions are notified before the bar's value is.
+        self._changes: list[tuple[int, bool]] = []
+        self._positions = getattr(strategy.broker, "positions", None)
+        # With exactbars backtrader keeps only the last bars of each line, so the bar
+        # times cannot be read back after the run: note them as they pass instead.
+        self._times: list[float] | None = [] if strategy.cerebro.p.exactbars else None
+        # Read where backtrader's Returns reads it, so derived returns match it exactly.
+        self.value_start = float(strategy.broker.getvalue())
         self.wall_start = time.time()
-        self.wall_stop = self.wall_start
+        self.analysis: dict[str, Any] = {}
 
     def notify_cashvalue(self, cash: float, value: float) -> None:
         """Backtrader calls this once per bar with the broker's cash and value."""
-        strategy = self.strategy
-        self.times.append(strategy.datetime[0])
         self.values.append(value)
         self.cash.append(cash)
+        if self._times is not None:
+            self._times.append(self.strategy.datetime[0])
+
+    def notify_trade(self, trade: Any) -> None:
+        """Keep the notification (backtrader hands each analyzer a copy of the trade)."""
+        self._trades.append(trade)
+
+    def notify_order(self, order: Any) -> None:
+        """After an execution, note whether any position is open from this bar on."""
+        if not order.executed.size:
+            return
+        strategy = self.strategy
         if self._positions is not None:
-            self.in_market.append(any(p.size for p in self._positions.values()))
+            held = any(position.size for position in self._positions.values())
         else:
-            self.in_market.append(any(strategy.getposition(d).size for d in strategy.datas))
+            held = any(strategy.getposition(data).size for data in strategy.datas)
+        self._changes.append((len(self.values), held))
 
     def stop(self) -> None:
-        """Note the wall-clock end and the broker's final value."""
-        self.value_end = float(self.strategy.broker.getvalue())
-        self.wall_stop = time.time()
-
-    def get_analysis(self) -> dict[str, Any]:
-        """The columns collected."""
-        return {
-            "datetime": self.times,
+        """Turn what was collected into plain data, and let go of backtrader's objects."""
+        strategy = self.strategy
+        bars = len(self.values)
+        times = self._times
+        if times is None:
+            times = list(strategy.lines.datetime.array[:bars])
+        derive = set(self.p.derive)
+        derived: dict[str, Any] = {}
+        if "drawdown" in derive:
+            derived["drawdown"] = _drawdown_of(self.values)
+        if "trades" in derive:
+            derived["trades"] = _trade_analysis_of(self._trades)
+        self.analysis = {
+            "datetime": times,
             "value": self.values,
             "cash": self.cash,
-            "in_market": self.in_market,
             "value_start": self.value_start,
-            "value_end": self.value_end,
+            "value_end": float(strategy.broker.getvalue()),
+            "exposure": _exposure(self._changes, bars),
+            "closed_trades": _closed_trades(self._trades, strategy.broker),
+            "derived": derived,
             "wall_start": self.wall_start,
-            "wall_stop": self.wall_stop,
+            "wall_stop": time.time(),
         }
+        # Trades hold their data feed and the positions their broker: neither may travel
+        # back from a sweep's worker.
+        self._trades, self._positions, self._changes = [], None, []
+
+    def get_analysis(self) -> dict[str, Any]:
+        """Everything collected (see the class doc)."""
+        return self.analysis
 
 
-class ClosedTradesAnalyzer(bt.Analyzer):  # type: ignore[misc]
+def _exposure(changes: Sequence[tuple[int, bool]], bars: int) -> float | None:
+    """Percent of ``bars`` with a position open, from the position changes."""
+    if not bars:
+        return None
+    in_market = 0
+    since: int | None = None  # the bar a position was last opened from, while one is open
+    for index, held in changes:
+        if held and since is None:
+            since = index
+        elif not held and since is not None:
+            in_market += min(index, bars) - since
+            since = None
+    if since is not None:
+        in_market += bars - since
+    return 100.0 * in_market / bars
+
+
+def _closed_trades(notified: Sequence[Any], broker: Any) -> list[dict[str, Any]]:
     """One row per closed trade: entry and exit time and price, size, PnL, commission, bars.
 
     ``size`` is the largest size the trade reached (negative for shorts); ``exit_price`` is
     the average exit price implied by the trade's gross PnL under its commission scheme.
     """
-
-    def start(self) -> None:
-        """Reset the rows."""
-        self.rows: list[dict[str, Any]] = []
-        self._peak: dict[int, float] = {}
-
-    def notify_trade(self, trade: Any) -> None:
-        """Track the trade's peak size; write a row when it closes."""
+    rows: list[dict[str, Any]] = []
+    peaks: dict[int, float] = {}
+    for trade in notified:
         if trade.isopen:
-            peak = self._peak.get(trade.ref, 0.0)
+            peak = peaks.get(trade.ref, 0.0)
             if abs(trade.size) > abs(peak):
-                self._peak[trade.ref] = float(trade.size)
-            return
+                peaks[trade.ref] = float(trade.size)
+            continue
         if not trade.isclosed:
-            return
-        size = self._peak.pop(trade.ref, 0.0)
-        comminfo = self.strategy.broker.getcommissioninfo(trade.data)
-        mult = float(getattr(comminfo.p, "mult", 1.0) or 1.0)
-        exit_price = trade.price + trade.pnl / (size * mult) if size else None
-        self.rows.append(
+            continue
+        size = peaks.pop(trade.ref, 0.0)
+        mult = float(getattr(broker.getcommissioninfo(trade.data).p, "mult", 1.0) or 1.0)
+        rows.append(
             {
                 "data": trade.data._name or "",
                 "entry_time": trade.dtopen,
                 "exit_time": trade.dtclose,
                 "entry_price": float(trade.price),
-                "exit_price": exit_price,
+                "exit_price": trade.price + trade.pnl / (size * mult) if size else None,
                 "size": size,
                 "pnl": float(trade.pnl),
                 "pnl_net": float(trade.pnlcomm),
@@ -221,10 +271,58 @@ class ClosedTradesAnalyzer(bt.Analyzer):  # type: ignore[misc]
                 "bars": int(trade.barlen),
             }
         )
+    return rows
 
-    def get_analysis(self) -> list[dict[str, Any]]:
-        """The closed trades."""
-        return self.rows
+
+def _drawdown_of(values: Sequence[float]) -> dict[str, Any]:
+    """What backtrader's ``DrawDown`` reports for a run whose broker values were ``values``.
+
+    DrawDown updates its peak and then its figures on every bar, in this order of
+    operations; numpy applies the same IEEE operations to all bars at once, so the floats
+    are the analyzer's (tested). A peak of zero, where DrawDown itself would divide by
+    zero, gives no percentages.
+    """
+    import numpy as np
+
+    out: dict[str, Any] = {"len": 0, "drawdown": 0.0, "moneydown": 0.0}
+    top: dict[str, Any] = {"len": 0.0, "drawdown": 0.0, "moneydown": 0.0}
+    if len(values):
+        value = np.asarray(values, dtype="float64")
+        peak = np.maximum.accumulate(value)
+        moneydown = peak - value
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drawdown = 100.0 * moneydown / peak
+        # DrawDown's length counts consecutive bars under the peak and restarts at zero.
+        under = drawdown != 0.0
+        positions = np.arange(1, len(value) + 1)
+        restart = np.maximum.accumulate(np.where(under, 0, positions))
+        lengths = np.where(under, positions - restart, 0)
+        out = {
+            "len": int(lengths[-1]),
+            "drawdown": _finite(drawdown[-1]),
+            "moneydown": float(moneydown[-1]),
+        }
+        # Starting from DrawDown's 0.0; fmax skips NaN as Python's max(0.0, nan) does.
+        top = {
+            "len": max(0.0, int(lengths.max())),
+            "drawdown": float(np.fmax.reduce(drawdown, initial=0.0)),
+            "moneydown": float(np.fmax.reduce(moneydown, initial=0.0)),
+        }
+    return {**out, "max": top}
+
+
+def _trade_analysis_of(notified: Sequence[Any]) -> Any:
+    """What backtrader's ``TradeAnalyzer`` reports for these trade notifications.
+
+    TradeAnalyzer looks at nothing but the trades it is notified of, so its own code is
+    fed the run's notifications after the run: its figures, without its per-bar cost.
+    """
+    analyzer = object.__new__(bt.analyzers.TradeAnalyzer)
+    analyzer.create_analysis()
+    for trade in notified:
+        analyzer.notify_trade(trade)
+    analyzer.stop()
+    return analyzer.get_analysis()
 
 
 @dataclass(frozen=True)
@@ -235,6 +333,7 @@ class _Wanted:
 
 
 def _wanted_analyzers() -> tuple[_Wanted, ...]:
+    """The analyzers whose outputs the metrics come from, keyed by metric source."""
     return (
         _Wanted("returns", bt.analyzers.Returns, {}),
         _Wanted(
@@ -244,12 +343,11 @@ def _wanted_analyzers() -> tuple[_Wanted, ...]:
         ),
         _Wanted("drawdown", bt.analyzers.DrawDown, {}),
         _Wanted("trades", bt.analyzers.TradeAnalyzer, {}),
-        _Wanted("equity", EquityCurveAnalyzer, {}),
-        _Wanted("closed_trades", ClosedTradesAnalyzer, {}),
     )
 
 
-_OWN_ARTIFACT_ANALYZERS = ("equity", "closed_trades")
+#: The key (and ``quantrack_<key>`` the name) of the :class:`RunRecorder` in a run.
+RECORDER = "recorder"
 
 
 def _analyzer_names(entries: Sequence[tuple[type, tuple[Any, ...], dict[str, Any]]]) -> list[str]:
@@ -264,10 +362,10 @@ def _analyzer_names(entries: Sequence[tuple[type, tuple[Any, ...], dict[str, Any
     return names
 
 
-# Returns and SharpeRatio (via TimeReturn) re-derive the calendar period of every bar, which
-# costs more than the backtest's own strategy logic; on daily data their results follow
-# exactly from the equity curve, so there they are derived instead of run (see _derived).
-_DERIVABLE = ("returns", "sharpe")
+def _valued_by_backbroker(cerebro: Any) -> bool:
+    """True when the values analyzers see are backtrader's own broker's, not a fund's."""
+    broker = cerebro.getbroker()
+    return type(broker) is bt.brokers.BackBroker and not broker.fundmode
 
 
 def _derivable(cerebro: Any) -> bool:
@@ -276,25 +374,39 @@ def _derivable(cerebro: Any) -> bool:
     That needs backtrader's own broker valuing the portfolio (not fund mode), and feeds in
     days without a time zone, so that a bar's day is the integer part of its float date.
     """
-    broker = cerebro.getbroker()
-    if type(broker) is not bt.brokers.BackBroker or broker.fundmode:
-        return False
-    return all(
+    return _valued_by_backbroker(cerebro) and all(
         data._timeframe == bt.TimeFrame.Days and getattr(data.p, "tz", None) is None
         for data in cerebro.datas
     )
 
 
-def _ensure_analyzers(cerebro: Any) -> dict[str, str]:
-    """Add the analyzers the metrics need unless the user has them; return key → name.
+def _derived_sources(cerebro: Any) -> tuple[str, ...]:
+    """The metric sources computed after the run instead of by an analyzer on every bar.
 
-    A key missing from the result (``returns``, ``sharpe``) is derived from the equity
-    curve after the run (see :func:`_derived`).
+    TradeAnalyzer always is (it sees nothing but trades); DrawDown when the values it would
+    see are the broker's; Returns and SharpeRatio when :func:`_derivable`.
+    """
+    keys = ["trades"]
+    if _valued_by_backbroker(cerebro):
+        keys.append("drawdown")
+    if _derivable(cerebro):
+        keys.extend(("returns", "sharpe"))
+    return tuple(keys)
+
+
+def _ensure_analyzers(cerebro: Any) -> dict[str, str]:
+    """Add what the metrics need; return metric source → analyzer name.
+
+    A source the user already has an analyzer for (same class, same settings) is read from
+    theirs. Of the others, those in :func:`_derived_sources` are computed after the run (by
+    the :class:`RunRecorder`, or from its equity curve) and are missing from the result;
+    the rest get a backtrader analyzer named ``quantrack_<source>``. The recorder itself is
+    always added, under :data:`RECORDER`.
     """
     found: dict[str, str] = {}
     existing = list(cerebro.analyzers)
     names = _analyzer_names(existing)
-    derive = _derivable(cerebro)
+    derivable = _derived_sources(cerebro)
     for wanted in _wanted_analyzers():
         for (cls, args, kwargs), name in zip(existing, names, strict=True):
             own = {k: v for k, v in kwargs.items() if k != "_name"}
@@ -302,11 +414,14 @@ def _ensure_analyzers(cerebro: Any) -> dict[str, str]:
                 found[wanted.key] = name
                 break
         else:
-            if derive and wanted.key in _DERIVABLE:
+            if wanted.key in derivable:
                 continue
             name = f"quantrack_{wanted.key}"
             cerebro.addanalyzer(wanted.cls, _name=name, **wanted.kwargs)
             found[wanted.key] = name
+    derive = tuple(key for key in ("drawdown", "trades") if key not in found)
+    cerebro.addanalyzer(RunRecorder, _name=f"quantrack_{RECORDER}", derive=derive)
+    found[RECORDER] = f"quantrack_{RECORDER}"
     return found
 
 
@@ -315,11 +430,14 @@ def _derived(equity: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     report for a run on daily data, computed from its equity curve with their formulas,
     in their order of operations (so the floats are identical; tested).
     """
+    import numpy as np
+
     # TimeReturn keeps, per day, the last value of that day over the last value of the
     # day before (the starting value before the first day).
-    last_of_day: dict[int, float] = {}
-    for moment, value in zip(equity["datetime"], equity["value"], strict=True):
-        last_of_day[int(moment)] = value
+    days_of_bars = np.floor(np.asarray(equity["datetime"], dtype="float64"))
+    values = np.asarray(equity["value"], dtype="float64")
+    last = np.flatnonzero(np.append(days_of_bars[1:] != days_of_bars[:-1], True))
+    last_of_day = values[last] if len(values) else values
     days = len(last_of_day)
     # No bar, no figures (backtrader's Returns would divide by zero days).
     out: dict[str, dict[str, Any]] = {"returns": {}}
@@ -338,14 +456,11 @@ def _derived(equity: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     factor = bt.analyzers.SharpeRatio.RATEFACTORS[bt.TimeFrame.Days]
     wanted = {w.key: w for w in _wanted_analyzers()}["sharpe"]
     rate = pow(1.0 + wanted.kwargs["riskfreerate"], 1.0 / factor) - 1.0
-    previous = start
-    excess = []
-    try:
-        for value in last_of_day.values():
-            excess.append(value / previous - 1.0 - rate)
-            previous = value
-    except ZeroDivisionError:  # a worthless portfolio has no return to speak of
-        excess = []
+    excess: list[float] = []
+    previous = np.concatenate(([start], last_of_day[:-1]))
+    # A worthless portfolio has no return to speak of (SharpeRatio would divide by zero).
+    if days and (previous != 0.0).all():
+        excess = (last_of_day / previous - 1.0 - rate).tolist()
     ratio: float | None = None
     if excess:
         average = bt.mathsupport.average(excess)
@@ -837,22 +952,37 @@ def _sub(mapping: Any, *keys: str) -> Any:
     return mapping
 
 
+def _recorded(strategy: Any, names: Mapping[str, str]) -> dict[str, Any]:
+    """What the run's :class:`RunRecorder` collected."""
+    analysis: dict[str, Any] = strategy.analyzers.getbyname(names[RECORDER]).get_analysis()
+    return analysis
+
+
 def _sources(strategy: Any, names: Mapping[str, str]) -> dict[str, Any]:
-    """Each metric source's analysis: from its analyzer, or derived from the equity curve."""
+    """Each metric source's analysis (keyed as in :func:`_wanted_analyzers`, plus
+    ``equity``, the recorder's): from its analyzer, or derived after the run.
+    """
     analyzers = strategy.analyzers
-    found = {key: analyzers.getbyname(name).get_analysis() for key, name in names.items()}
-    missing = [key for key in _DERIVABLE if key not in found]
-    if missing:
-        derived = _derived(found["equity"])
-        found.update({key: derived[key] for key in missing})
+    recorded = _recorded(strategy, names)
+    found = {
+        key: analyzers.getbyname(name).get_analysis()
+        for key, name in names.items()
+        if key != RECORDER
+    }
+    found.update(recorded["derived"])
+    if "returns" not in found or "sharpe" not in found:
+        derived = _derived(recorded)
+        found.setdefault("returns", derived["returns"])
+        found.setdefault("sharpe", derived["sharpe"])
+    found["equity"] = recorded
     return found
 
 
 def compute_metrics(strategy: Any, names: Mapping[str, str]) -> dict[str, float]:
     """The run's metrics from its analyzers (``names``: metric source → analyzer name).
 
-    A source missing from ``names`` (``returns``, ``sharpe``) is derived from the equity
-    curve with backtrader's formulas (see :func:`_ensure_analyzers`).
+    A source missing from ``names`` was derived after the run with backtrader's formulas
+    (see :func:`_ensure_analyzers`).
     """
     return _metrics(_sources(strategy, names))
 
@@ -862,7 +992,7 @@ def _metrics(sources: Mapping[str, Any]) -> dict[str, float]:
     equity = sources["equity"]
     if equity["value"]:
         metrics["final_value"] = _finite(equity["value"][-1])
-        metrics["exposure"] = 100.0 * sum(equity["in_market"]) / len(equity["in_market"])
+        metrics["exposure"] = equity["exposure"]
     returns = sources["returns"]
     rtot = _finite(returns.get("rtot"))
     if rtot is not None:
@@ -892,22 +1022,22 @@ def _metrics(sources: Mapping[str, Any]) -> dict[str, float]:
 def _analyzers_document(
     strategy: Any, names: Mapping[str, str], sources: Mapping[str, Any]
 ) -> dict[str, Any]:
-    skip = {names[key] for key in _OWN_ARTIFACT_ANALYZERS}
     document = {}
     for name, analyzer in strategy.analyzers.getitems():
-        if name not in skip:
+        # The recorder's columns are stored as the equity curve and the trades instead.
+        if name != names[RECORDER]:
             document[name] = _jsonable(analyzer.get_analysis())
     # Derived outputs sit where the analyzer's would have, so the document keeps its shape.
-    for key in _DERIVABLE:
-        if key not in names:
-            document[f"quantrack_{key}"] = _jsonable(sources[key])
+    for wanted in _wanted_analyzers():
+        if wanted.key not in names:
+            document[f"quantrack_{wanted.key}"] = _jsonable(sources[wanted.key])
     return document
 
 
 def _equity_frame(strategy: Any, names: Mapping[str, str]) -> pd.DataFrame:
     import pandas as pd
 
-    equity = strategy.analyzers.getbyname(names["equity"]).get_analysis()
+    equity = _recorded(strategy, names)
     return pd.DataFrame(
         {
             "time": _bt_times(equity["datetime"]),
@@ -935,7 +1065,7 @@ def _trades_frame(strategy: Any, names: Mapping[str, str]) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    rows = strategy.analyzers.getbyname(names["closed_trades"]).get_analysis()
+    rows = _recorded(strategy, names)["closed_trades"]
     # Typed columns built once: converting a row-built frame column by column costs more
     # than writing it.
     columns: dict[str, Any] = {}
@@ -1405,9 +1535,9 @@ class BacktraderAdapter:
                 now=_utc(failure.wall_stop),
             )
         else:
-            equity = result[0].analyzers.getbyname(names["equity"])
+            recorded = _recorded(result[0], names)
             experiment = transition(
-                experiment, ExperimentStatus.RUNNING, now=_utc(equity.wall_start)
+                experiment, ExperimentStatus.RUNNING, now=_utc(recorded["wall_start"])
             )
             metrics, refs = _outputs(result[0], names, guard.artifacts)
             refs[:0] = spec.code
@@ -1415,7 +1545,7 @@ class BacktraderAdapter:
                 experiment, ExperimentResults(metrics=metrics, artifacts=tuple(refs))
             )
             experiment = transition(
-                experiment, ExperimentStatus.COMPLETED, now=_utc(equity.wall_stop)
+                experiment, ExperimentStatus.COMPLETED, now=_utc(recorded["wall_stop"])
             )
         _finish_item(guard, sweep, index, experiment)
 
