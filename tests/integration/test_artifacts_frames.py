@@ -130,3 +130,30 @@ def test_reading_non_json_fails_clearly(store: FilesystemArtifactStore) -> None:
     ref = store.put(b"\xff\xfe not json")
     with pytest.raises(ValueError, match=ref.id):
         get_json(store, ref.id)
+
+
+def test_an_arrow_table_is_stored_as_it_is(store: FilesystemArtifactStore) -> None:
+    """Engines hand over Arrow tables: same bytes for the same table, read back as a frame."""
+    import pyarrow as pa
+
+    def table() -> pa.Table:
+        return pa.table(
+            {
+                "time": pa.array([0, 86_400_000_000], type=pa.timestamp("us")),
+                "value": pa.array([100.0, 101.5]),
+                "exit_price": pa.array([None, 3.25], type=pa.float64()),
+            }
+        )
+
+    assert frame_to_parquet(table()) == frame_to_parquet(table())
+    frame = get_frame(store, put_frame(store, table(), kind="equity_curve"))
+    assert list(frame.columns) == ["time", "value", "exit_price"]
+    assert list(frame["time"]) == [pd.Timestamp("1970-01-01"), pd.Timestamp("1970-01-02")]
+    assert frame["value"].tolist() == [100.0, 101.5]
+    assert np.isnan(frame["exit_price"].iloc[0])
+
+
+def test_json_is_compact(store: FilesystemArtifactStore) -> None:
+    """One line, sorted keys, no spaces: the C encoder's output (an indent would not use it)."""
+    ref = put_json(store, {"b": [1, 2], "a": "é"}, kind="analyzers")
+    assert store.get(ref.id) == '{"a":"é","b":[1,2]}\n'.encode()

@@ -21,6 +21,7 @@ from quantrack.ports import ArtifactStore
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 __all__ = [
     "EQUITY_KINDS",
@@ -43,12 +44,17 @@ _TIME_COLUMNS = ("time", "date", "datetime", "timestamp", "index")
 _VALUE_COLUMNS = ("value", "equity", "portfolio_value", "total_value")
 
 
-def frame_to_parquet(frame: pd.DataFrame | pd.Series[Any]) -> bytes:
-    """The Parquet bytes of ``frame``, index included; identical frames give identical bytes."""
+def frame_to_parquet(frame: pd.DataFrame | pd.Series[Any] | pa.Table) -> bytes:
+    """The Parquet bytes of ``frame``, index included; identical frames give identical bytes.
+
+    An Arrow table is written as it is: engines that collect columns build one directly,
+    which skips pandas' conversion (most of the cost for a small frame).
+    """
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    if isinstance(frame, pa.Table):
+        return _parquet_bytes(frame)
     if isinstance(frame, pd.Series):
         frame = frame.to_frame()
     if not isinstance(frame, pd.DataFrame):
@@ -66,6 +72,12 @@ def frame_to_parquet(frame: pd.DataFrame | pd.Series[Any]) -> bytes:
             f"cannot store this frame as Parquet: {exc}; convert object columns holding "
             "mixed types to one type first"
         ) from exc
+    return _parquet_bytes(table)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    import pyarrow.parquet as pq
+
     buffer = io.BytesIO()
     # Statistics and a fixed codec keep the bytes a pure function of the table.
     pq.write_table(table, buffer, compression="zstd", write_statistics=True)
@@ -87,12 +99,14 @@ def frame_from_parquet(data: bytes) -> pd.DataFrame:
 
 def put_frame(
     store: ArtifactStore,
-    frame: pd.DataFrame | pd.Series[Any],
+    frame: pd.DataFrame | pd.Series[Any] | pa.Table,
     *,
     kind: str,
     name: str | None = None,
 ) -> ArtifactRef:
-    """Store ``frame`` (a Series becomes a one-column frame) as Parquet; return its reference."""
+    """Store ``frame`` (a Series becomes a one-column frame; an Arrow table is stored as
+    it is) as Parquet; return its reference.
+    """
     return store.put(frame_to_parquet(frame), kind=kind, media_type=PARQUET_MEDIA_TYPE, name=name)
 
 
@@ -103,13 +117,18 @@ def get_frame(store: ArtifactStore, ref_or_id: ArtifactRef | str) -> pd.DataFram
 
 
 def put_json(store: ArtifactStore, obj: Any, *, kind: str, name: str | None = None) -> ArtifactRef:
-    """Store ``obj`` as key-sorted, indented JSON and return its reference.
+    """Store ``obj`` as key-sorted, compact JSON and return its reference.
+
+    Compact, because an indent makes :mod:`json` fall back from its C encoder to Python,
+    which costs milliseconds on an analyzer's output (``python -m json.tool`` indents it).
 
     Raises TypeError for values JSON cannot hold (objects, bytes) and ValueError for NaN
     or infinity, which JSON has no spelling for.
     """
     try:
-        text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except TypeError as exc:
         raise TypeError(
             f"cannot store this as JSON: {exc}; pass dicts, lists, str, numbers"

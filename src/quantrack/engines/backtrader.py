@@ -109,6 +109,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
     from quantrack.workspace import Workspace
 
@@ -511,15 +512,6 @@ def _json_key(key: Any) -> str:
     if isinstance(key, dt.datetime | dt.date):
         return key.isoformat()
     return str(key)
-
-
-def _bt_times(nums: Sequence[float] | Any) -> pd.DatetimeIndex:
-    """Backtrader's float dates (days since year 1) as naive datetimes, to the microsecond."""
-    import numpy as np
-    import pandas as pd
-
-    micros = np.round((np.asarray(nums, dtype="float64") - _EPOCH_ORDINAL) * 86_400e6)
-    return pd.DatetimeIndex(pd.to_datetime(micros.astype("int64"), unit="us"))
 
 
 def _timestamp(moment: Any) -> str | None:
@@ -1034,52 +1026,54 @@ def _analyzers_document(
     return document
 
 
-def _equity_frame(strategy: Any, names: Mapping[str, str]) -> pd.DataFrame:
-    import pandas as pd
+def _micros(nums: Sequence[float] | Any) -> Any:
+    """Backtrader's float dates (days since year 1) as microseconds since the epoch."""
+    import numpy as np
+
+    return np.round((np.asarray(nums, dtype="float64") - _EPOCH_ORDINAL) * 86_400e6).astype("int64")
+
+
+def _equity_table(strategy: Any, names: Mapping[str, str]) -> pa.Table:
+    # Arrow tables straight from the recorder's lists: pandas' conversion would cost more
+    # than writing the file.
+    import pyarrow as pa
 
     equity = _recorded(strategy, names)
-    return pd.DataFrame(
+    return pa.table(
         {
-            "time": _bt_times(equity["datetime"]),
-            "value": pd.Series(equity["value"], dtype="float64"),
-            "cash": pd.Series(equity["cash"], dtype="float64"),
+            "time": pa.array(_micros(equity["datetime"]), type=pa.timestamp("us")),
+            "value": pa.array(equity["value"], type=pa.float64()),
+            "cash": pa.array(equity["cash"], type=pa.float64()),
         }
     )
 
 
-_TRADE_COLUMNS = (
-    "data",
-    "entry_time",
-    "exit_time",
-    "entry_price",
-    "exit_price",
-    "size",
-    "pnl",
-    "pnl_net",
-    "commission",
-    "bars",
-)
+_TRADE_TYPES = {
+    "data": "string",
+    "entry_time": "time",
+    "exit_time": "time",
+    "entry_price": "float64",
+    "exit_price": "float64",
+    "size": "float64",
+    "pnl": "float64",
+    "pnl_net": "float64",
+    "commission": "float64",
+    "bars": "int64",
+}
 
 
-def _trades_frame(strategy: Any, names: Mapping[str, str]) -> pd.DataFrame:
-    import numpy as np
-    import pandas as pd
+def _trades_table(strategy: Any, names: Mapping[str, str]) -> pa.Table:
+    import pyarrow as pa
 
     rows = _recorded(strategy, names)["closed_trades"]
-    # Typed columns built once: converting a row-built frame column by column costs more
-    # than writing it.
     columns: dict[str, Any] = {}
-    for column in _TRADE_COLUMNS:
+    for column, kind in _TRADE_TYPES.items():
         values = [row[column] for row in rows]
-        if column == "data":
-            columns[column] = pd.array(values, dtype="string")
-        elif column in ("entry_time", "exit_time"):
-            columns[column] = _bt_times(values)
-        elif column == "bars":
-            columns[column] = np.array(values, dtype="int64")
-        else:  # a None exit price becomes NaN
-            columns[column] = np.array(values, dtype="float64")
-    return pd.DataFrame(columns)
+        if kind == "time":
+            columns[column] = pa.array(_micros(values), type=pa.timestamp("us"))
+        else:  # a None exit price stays null
+            columns[column] = pa.array(values, type=getattr(pa, kind)())
+    return pa.table(columns)
 
 
 def _outputs(
@@ -1091,11 +1085,11 @@ def _outputs(
     refs = [
         put_frame(
             artifacts,
-            _equity_frame(strategy, names),
+            _equity_table(strategy, names),
             kind="equity_curve",
             name="equity_curve.parquet",
         ),
-        put_frame(artifacts, _trades_frame(strategy, names), kind="trades", name="trades.parquet"),
+        put_frame(artifacts, _trades_table(strategy, names), kind="trades", name="trades.parquet"),
         put_json(
             artifacts,
             _analyzers_document(strategy, names, sources),
