@@ -536,6 +536,29 @@ def _describe_death(exitcode: int | None) -> tuple[str, ErrorCategory]:
     )
 
 
+@dataclass(frozen=True)
+class _Pacing:
+    """How a runner feeds its executor and writes: the settings every batch entry point
+    takes, checked once here.
+    """
+
+    executor: cf.Executor | None
+    max_in_flight: int | None
+    flush_every: int
+    flush_seconds: float
+    heartbeat_seconds: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.flush_every, int) or self.flush_every < 1:
+            raise ValueError(f"flush_every must be a whole number >= 1; got {self.flush_every!r}")
+        for label, value in (
+            ("flush_seconds", self.flush_seconds),
+            ("heartbeat_seconds", self.heartbeat_seconds),
+        ):
+            if not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{label} must be a positive number of seconds; got {value!r}")
+
+
 class _Runner:
     """One execution of a batch's remaining items; the parent side of the work."""
 
@@ -552,11 +575,7 @@ class _Runner:
         spec: _Spec,
         call_params: Sequence[Mapping[str, Any]],
         hashes: Sequence[str],
-        executor: cf.Executor | None,
-        max_in_flight: int | None,
-        flush_every: int,
-        flush_seconds: float,
-        heartbeat_seconds: float,
+        pacing: _Pacing,
     ) -> None:
         self.tracker = tracker
         self.artifacts = artifacts
@@ -568,9 +587,10 @@ class _Runner:
         self.spec = spec
         self.call_params = call_params
         self.hashes = hashes
-        self.flush_every = flush_every
-        self.flush_seconds = flush_seconds
-        self.heartbeat_seconds = heartbeat_seconds
+        self.flush_every = pacing.flush_every
+        self.flush_seconds = pacing.flush_seconds
+        self.heartbeat_seconds = pacing.heartbeat_seconds
+        executor, max_in_flight = pacing.executor, pacing.max_in_flight
         self.owned = executor is None
         self.executor = executor if executor is not None else _default_executor()
         self.is_process_pool = isinstance(self.executor, cf.ProcessPoolExecutor)
@@ -983,13 +1003,7 @@ class _Runner:
 # -- preparing a batch -----------------------------------------------------------------
 
 
-def _check_settings(
-    retries: int,
-    timeout: float | None,
-    flush_every: int,
-    flush_seconds: float,
-    heartbeat_seconds: float,
-) -> None:
+def _check_settings(retries: int, timeout: float | None) -> None:
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ValueError(f"retries must be a whole number of extra attempts >= 0; got {retries!r}")
     if timeout is not None and (
@@ -1001,14 +1015,6 @@ def _check_settings(
         raise ValueError(
             f"timeout must be a positive number of seconds per item, or None; got {timeout!r}"
         )
-    if not isinstance(flush_every, int) or flush_every < 1:
-        raise ValueError(f"flush_every must be a whole number >= 1; got {flush_every!r}")
-    for label, value in (
-        ("flush_seconds", flush_seconds),
-        ("heartbeat_seconds", heartbeat_seconds),
-    ):
-        if not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{label} must be a positive number of seconds; got {value!r}")
 
 
 def _check_function(fn: object, label: str, executor: cf.Executor | None) -> None:
@@ -1203,7 +1209,8 @@ def run_batch(
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty string naming the batch; got {name!r}")
-    _check_settings(retries, timeout, flush_every, flush_seconds, heartbeat_seconds)
+    _check_settings(retries, timeout)
+    pacing = _Pacing(executor, max_in_flight, flush_every, flush_seconds, heartbeat_seconds)
     _check_functions(fn, metrics_of, executor)
     originals, canonical = _prepare_items(items)
     input_refs = tuple(inputs)
@@ -1238,11 +1245,7 @@ def run_batch(
         spec=spec,
         call_params=originals,
         hashes=hashes,
-        executor=executor,
-        max_in_flight=max_in_flight,
-        flush_every=flush_every,
-        flush_seconds=flush_seconds,
-        heartbeat_seconds=heartbeat_seconds,
+        pacing=pacing,
     )
     tasks = [(i, 1, None) for i in range(len(canonical)) if i not in skip]
     return runner.run(tasks, reused)
@@ -1275,7 +1278,7 @@ def resume_batch(
     :func:`retry_failed`) or was not started by :func:`run_batch`, and ValueError when
     ``fn`` is not the batch's function.
     """
-    _check_settings(0, None, flush_every, flush_seconds, heartbeat_seconds)
+    pacing = _Pacing(executor, max_in_flight, flush_every, flush_seconds, heartbeat_seconds)
     stored = history.get_batch(batch_id)
     if stored.is_terminal:
         raise LifecycleError(
@@ -1342,11 +1345,7 @@ def resume_batch(
         spec=spec,
         call_params=spec.items,
         hashes=hashes,
-        executor=executor,
-        max_in_flight=max_in_flight,
-        flush_every=flush_every,
-        flush_seconds=flush_seconds,
-        heartbeat_seconds=heartbeat_seconds,
+        pacing=pacing,
     )
     return runner.run(tasks, ready)
 
@@ -1434,7 +1433,8 @@ def retry_failed(
         retry_of=[item.experiment_id or "" for item in failed],
         retry_of_batch=batch_id,
     )
-    _check_settings(0, retry_spec.timeout, flush_every, flush_seconds, heartbeat_seconds)
+    _check_settings(0, retry_spec.timeout)
+    pacing = _Pacing(executor, max_in_flight, flush_every, flush_seconds, heartbeat_seconds)
     _check_functions(fn, metrics_of, executor)
     batch = Batch(
         name=f"{original.name} (retry)",
@@ -1457,11 +1457,7 @@ def retry_failed(
         spec=retry_spec,
         call_params=retry_spec.items,
         hashes=[config_hash(item) for item in retry_spec.items],
-        executor=executor,
-        max_in_flight=max_in_flight,
-        flush_every=flush_every,
-        flush_seconds=flush_seconds,
-        heartbeat_seconds=heartbeat_seconds,
+        pacing=pacing,
     )
     tasks = [
         (j, retry_spec.first_attempt(j), retry_spec.first_retry_of(j) or None)
