@@ -6,21 +6,25 @@ Prints, for one sweep (100 fast x 100 slow windows over 2,520 daily bars by defa
 * how long quantrack took to record all runs with metrics and params (one batch, the
   bulk write), as runs per second and as a ratio of vectorbt's time;
 * the same with the shared equity-curve and trades Parquet files too;
-* where the time of the metrics-only recording goes (vectorbt's metric methods vs
-  quantrack's own bookkeeping and writes);
-* the peak resident memory of the process.
+* where the time of the metrics-only recording goes (the metrics, computed by one fused
+  pass of vectorbt's kernels over the bars, vs quantrack's own bookkeeping and writes);
+* the peak resident memory of the process, and (on Linux) the peak during each recording
+  alone.
 
 Targets: metrics and params at >= 20,000 runs/s; with equity curves, recording at most as
 long as vectorbt's own computation (ratio <= 1).
 
 Each recording gets a freshly built portfolio, because vectorbt caches what it computed
-(a second recording of the same portfolio would be unfairly cheap).
+(a second recording of the same portfolio would be unfairly cheap). The machine may be
+busy: ``--rounds N`` records each way N times (each on a fresh portfolio) and prints the
+median and the spread.
 
 Run::
 
     .venv/bin/python benchmarks/bench_vectorbt.py            # 10,000 columns
     .venv/bin/python benchmarks/bench_vectorbt.py --quick    # 400 columns
     .venv/bin/python benchmarks/bench_vectorbt.py --backend memory
+    .venv/bin/python benchmarks/bench_vectorbt.py --rounds 3     # medians of 3
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import contextlib
 import logging
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -57,6 +62,26 @@ def _peak_rss_mb() -> float:
     # ru_maxrss is in kilobytes on Linux, bytes on macOS.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+_STATUS = Path("/proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS count (Linux); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _status_mb(field: str) -> float:
+    """A memory figure of /proc/self/status (``VmRSS``: now, ``VmHWM``: peak) in MB."""
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _prices(bars: int) -> pd.Series:
@@ -97,6 +122,32 @@ def _workspace(backend: str) -> Iterator[Workspace]:
         yield open_workspace(Path(folder) / "ws")
 
 
+def _record_rounds(
+    fresh: Callable[[], Any], backend: str, kwargs: dict[str, bool], rounds: int, n: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Record a fresh sweep ``rounds`` times: the wall seconds, the CPU seconds of all
+    threads (less noisy on a busy machine) and the peak memory each added, in MB.
+    """
+    times: list[float] = []
+    cpu: list[float] = []
+    growth: list[float] = []  # peak RSS while recording over the RSS before it
+    for _ in range(rounds):
+        pf = fresh()
+        with _workspace(backend) as ws:
+            adapter = VectorbtAdapter(ws, capture_code=False)
+            tracked = _reset_peak_rss()
+            before = _status_mb("VmRSS")
+            start, start_cpu = time.perf_counter(), time.process_time()
+            result = adapter.record(pf, name="bench", **kwargs)
+            times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+            growth.append(_status_mb("VmHWM") - before if tracked else float("nan"))
+            if not result.recorded or len(result.experiment_ids) != n:
+                raise SystemExit(f"recording failed: {result}")
+        pf = None  # one portfolio in memory at a time
+    return times, cpu, growth
+
+
 def main() -> None:
     """Build the sweep, record it each way, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,10 +156,15 @@ def main() -> None:
     parser.add_argument(
         "--backend", choices=("memory", "duckdb", "both"), default="both", help="where to record"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="recordings of each kind (median printed)"
+    )
     args = parser.parse_args()
     side = args.side or (20 if args.quick else 100)
     if side < 2:
         parser.error("--side must be at least 2")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     # Per-run log lines would measure the terminal, not quantrack.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     close = _prices(BARS)
@@ -132,40 +188,46 @@ def main() -> None:
         build_times.append(seconds)
         return pf
 
-    pf = fresh()
-    vbt_seconds = build_times[0]
-    print(f"  vectorbt build (indicators + signals + simulation): {vbt_seconds:8.2f} s")
+    first: Any = fresh()
+    print(f"  vectorbt build (indicators + signals + simulation): {build_times[0]:8.2f} s")
 
-    # Where the metrics-only time goes: vectorbt's metric methods, then everything else.
+    # Where the metrics-only time goes: the metrics themselves, then everything else.
     metric_seconds, _ = _timed(
-        lambda: compute_metrics(pf, len(column_axis(pf, single_params_from_index=False)))
+        lambda: compute_metrics(first, len(column_axis(first, single_params_from_index=False)))
     )
-    print(f"  vectorbt metric methods alone, all columns:        {metric_seconds:8.2f} s")
+    print(f"  quantrack metrics alone (fused vectorbt kernels):  {metric_seconds:8.2f} s")
+    first = None  # one portfolio in memory at a time
 
     backends = ("memory", "duckdb") if args.backend == "both" else (args.backend,)
+    results = []
     for backend in backends:
         for label, kwargs in (
             ("metrics + params", {"equity": False, "trades": False}),
             ("+ equity curves + trades", {"equity": True, "trades": True}),
         ):
-            pf = fresh()
-            with _workspace(backend) as ws:
-                adapter = VectorbtAdapter(ws, capture_code=False)
-                start = time.perf_counter()
-                result = adapter.record(pf, name="bench", **kwargs)
-                seconds = time.perf_counter() - start
-                if not result.recorded or len(result.experiment_ids) != n:
-                    raise SystemExit(f"recording failed: {result}")
-            rate = n / seconds
-            print(
-                f"  [{backend:6s}] record {label:26s} {seconds:8.2f} s  "
-                f"{rate:10,.0f} runs/s  ratio to vectorbt build {seconds / vbt_seconds:6.2f}"
+            results.append(
+                (backend, label, *_record_rounds(fresh, backend, kwargs, args.rounds, n))
             )
+    # Ratios against the median of every fresh build, the steadiest figure of vectorbt's.
+    build = statistics.median(build_times)
+    for backend, label, times, cpu, growth in results:
+        seconds = statistics.median(times)
+        spread = f" ({min(times):.2f}-{max(times):.2f})" if args.rounds > 1 else ""
+        print(
+            f"  [{backend:6s}] record {label:26s} {seconds:8.2f} s{spread}  "
+            f"{n / seconds:10,.0f} runs/s  ratio to vectorbt build {seconds / build:5.2f}"
+            f"  cpu {statistics.median(cpu):.2f} s"
+            f"  peak memory +{statistics.median(growth):,.0f} MB"
+        )
     print(
         f"  vectorbt build time over {len(build_times)} fresh builds: "
-        f"min {min(build_times):.2f} s, max {max(build_times):.2f} s"
+        f"min {min(build_times):.2f} s, median {build:.2f} s, max {max(build_times):.2f} s"
     )
-    print(f"  peak resident memory: {_peak_rss_mb():,.0f} MB")
+    print(
+        f"  peak resident memory of the process: {_peak_rss_mb():,.0f} MB "
+        "(vectorbt's build of the sweep dominates it; 'peak memory +' is what a recording "
+        "added on top of the memory held before it)"
+    )
     print("  targets: metrics + params >= 20,000 runs/s; with equity curves ratio <= 1.00")
 
 

@@ -1,8 +1,11 @@
 """Column keys, parameters and metrics of a vectorbt Portfolio, all columns at once.
 
-Every metric comes from one call of vectorbt's own Portfolio (or Trades) method over the
-whole column axis, so a 10,000-column sweep costs a handful of vectorized calls, never a
-loop over columns. Names and units are quantrack's standard ones
+Every metric is the number vectorbt's own Portfolio (or Trades) method gives for each
+column, computed for the whole column axis in one go, never by a loop of Python calls
+over columns. The per-bar metrics (returns, drawdown, the ratios, exposure) come from one
+fused pass of vectorbt's own numba kernels down each column's bars, run on several
+threads (see :func:`_columns_kernel`); the trade statistics from vectorbt's Trades methods
+over the trade records. Names and units are quantrack's standard ones
 (:data:`quantrack.domain.metrics.STANDARD_METRICS`): percentages in percent, as
 ``pf.stats()`` prints them, so a recorded value equals its ``pf.stats()`` line.
 
@@ -13,20 +16,30 @@ infinity from vectorbt and is stored as ``None``: left out of that run's metrics
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import vectorbt as vbt
+from numba import njit
+from vectorbt.portfolio import nb as portfolio_nb
+from vectorbt.portfolio.enums import Direction
+from vectorbt.returns import nb as returns_nb
+from vectorbt.utils.math_ import add_nb
 
 __all__ = [
     "METRICS",
     "ColumnAxis",
+    "Evaluation",
     "column_axis",
     "compute_metrics",
+    "evaluate",
     "metrics_of_stats",
     "portfolio_value",
 ]
@@ -127,204 +140,285 @@ def _as_column(values: Any, n: int, factor: float = 1.0) -> list[float | None]:
     return [x if math.isfinite(x) else None for x in array.tolist()]
 
 
-class _Arrays:
-    """vectorbt's intermediate results for an ungrouped portfolio, as arrays.
+# -- the fused pass: one walk down each column's bars for every per-bar metric ------------
+#
+# vectorbt's methods each rebuild what they need from scratch: `pf.sharpe_ratio()`,
+# `pf.sortino_ratio()`, `pf.calmar_ratio()`, `pf.max_drawdown()` and
+# `pf.annualized_return()` each go through `pf.returns()`, which builds full-size cash flow,
+# cash, asset flow, assets, asset value and value frames (200 MB each for 10,000 columns
+# over 2,520 bars) and wraps each in pandas; `pf.position_coverage()` rebuilds the assets.
+# The kernel below takes one column at a time instead: it builds that column's value curve
+# once (20 KB, in cache), derives its returns once, and hands those to vectorbt's own 1-D
+# kernels. Same functions, same inputs, same order of floating-point operations, so every
+# number is bit-for-bit what vectorbt's methods (and `pf.stats()`) report; a test pins that.
 
-    ``pf.returns()`` builds cash flow, cash, asset flow, assets, asset value and value, and
-    ``pf.final_value()`` a forward-and-back-filled copy of the close prices, wrapping each
-    (a frame as large as the close prices: 200 MB for 10,000 columns over 2,520 bars) in
-    pandas, which copies it; ``pf.sharpe_ratio()`` and its siblings also compute benchmark
-    returns that none of them reads. Here the same vectorbt kernels run in the same order
-    on the same inputs, so every result is identical, on arrays only.
+
+@functools.cache
+def _columns_kernel() -> Callable[..., None]:
+    """The fused kernel, compiled on first use and cached on disk by numba.
+
+    numba keys its on-disk cache by this kernel's own code and closure, not by the code
+    of the vectorbt kernels it calls; closing over vectorbt's version makes an upgraded
+    vectorbt compile the kernel afresh rather than reuse one built from the old code.
     """
+    vectorbt_version = str(vbt.__version__)
 
-    def __init__(self, pf: vbt.Portfolio) -> None:
-        from vectorbt.base.reshape_fns import to_1d_array
-        from vectorbt.portfolio import dispatch
-
-        self.pf = pf
-        self.engine = pf.engine
-        self.dispatch = dispatch
-        self.shape = pf.wrapper.shape_2d
-        self.orders = pf.orders
-        self.col_map = self.orders.col_mapper.col_map
-        self.init_cash = to_1d_array(pf.get_init_cash(group_by=False))
-        self._close: Any = None
-        self._total_profit: Any = None
-
-    def close(self) -> Any:
-        """The close prices vectorbt values positions at (filled when it fills them)."""
-        if self._close is None:
-            from vectorbt.base.reshape_fns import to_2d_array
-
-            close = to_2d_array(self.pf.close)
-            # Filling prices without gaps changes nothing; skip pandas' copy of them then.
-            if self.pf.fillna_close and np.isnan(close).any():
-                close = to_2d_array(self.pf.get_filled_close())
-            self._close = close
-        return self._close
-
-    def total_profit(self) -> Any:
-        """``pf.total_profit()``, from the order records."""
-        if self._total_profit is None:
-            self._total_profit = self.dispatch.total_profit(
-                self.shape, self.close(), self.orders.values, self.col_map, engine=self.engine
-            )
-        return self._total_profit
-
-    def final_value(self) -> Any:
-        """``pf.final_value()``."""
-        return self.dispatch.final_value(self.total_profit(), self.init_cash, engine=self.engine)
-
-    def total_return(self) -> Any:
-        """``pf.total_return()``."""
-        return self.dispatch.total_return(self.total_profit(), self.init_cash, engine=self.engine)
-
-    def _value_block(self, part: slice, cash_flow: Any, assets: Any, close: Any) -> Any:
-        """``pf.value()`` of the columns in ``part`` (``assets`` are theirs already)."""
-        d, engine = self.dispatch, self.engine
-        cash = d.cash(np.ascontiguousarray(cash_flow[:, part]), self.init_cash[part], engine=engine)
-        prices = np.array(close[:, part])  # a copy: it is masked next
-        prices[assets == 0] = 0.0  # as vectorbt does, for a NaN price while flat
-        return d.value(cash, d.asset_value(prices, assets, engine=engine), engine=engine)
-
-    def value(self) -> Any:
-        """``pf.value()`` as a column-major array (each column's curve contiguous)."""
-        from vectorbt.portfolio.enums import Direction
-
-        d, engine = self.dispatch, self.engine
-        n = self.shape[1]
-        out = np.empty(self.shape, dtype="float64", order="F")
-        cash_flow = d.cash_flow(self.shape, self.orders.values, self.col_map, False, engine=engine)
-        asset_flow = d.asset_flow(
-            self.shape, self.orders.values, self.col_map, Direction.Both, engine=engine
-        )
-        close = self.close()
-        for start in range(0, n, _CHUNK):
-            part = slice(start, min(start + _CHUNK, n))
-            assets = d.assets(np.ascontiguousarray(asset_flow[:, part]), engine=engine)
-            out[:, part] = self._value_block(part, cash_flow, assets, close)
-        return out
-
-    def by_chunks(self, wanted: Sequence[str]) -> dict[str, Any]:
-        """The ``wanted`` metrics of :data:`_CHUNKED`, each one array over all columns.
-
-        vectorbt's kernels walk each column down the bars, which in a row-major frame of
-        10,000 columns touches a new cache line at every step. Each of these metrics is
-        computed column by column, so running the kernels over a block of columns at a time
-        (one that stays in cache) gives the same numbers several times faster, and never
-        holds a full-size cash, value or returns frame.
-        """
-        from vectorbt.portfolio.enums import Direction
-        from vectorbt.returns import dispatch as returns_dispatch
-
-        d, engine, pf = self.dispatch, self.engine, self.pf
-        n = self.shape[1]
-        out = {name: np.empty(n, dtype="float64") for name in wanted}
-        from_returns = [name for name in wanted if _CHUNKED[name]]
-        cash_flow = d.cash_flow(self.shape, self.orders.values, self.col_map, False, engine=engine)
-        asset_flow = d.asset_flow(
-            self.shape, self.orders.values, self.col_map, Direction.Both, engine=engine
-        )
-        close = self.close()
-        for start in range(0, n, _CHUNK):
-            part = slice(start, min(start + _CHUNK, n))
-            assets = d.assets(np.ascontiguousarray(asset_flow[:, part]), engine=engine)
-            if "exposure" in out:
-                # pf.position_coverage(): the share of bars with an open position.
-                out["exposure"][part] = np.mean(assets != 0, axis=0)
-            if not from_returns:
+    @njit(nogil=True, cache=True)
+    def columns_nb(
+        close: Any,  # float64[:], the (filled) close prices, column-major, flattened
+        n_rows: int,
+        records: Any,  # the order records
+        col_idxs: Any,  # vectorbt's column map of the order records
+        col_starts: Any,
+        col_lens: Any,
+        init_cash: Any,
+        ann_factor: float,
+        risk_free: float,
+        ddof: int,
+        required_return: float,
+        start: int,
+        stop: int,
+        with_metrics: bool,
+        out: Any,  # float64[len(_KERNEL_METRICS), n_cols]: the kernel's metrics, by column
+        value_out: Any,  # float64[n_rows * n_cols], column-major value curves; or empty
+    ) -> None:
+        """Metrics (and value curves) of columns ``start .. stop-1``. Releases the GIL."""
+        if len(vectorbt_version) == 0:  # never true: only ties the cache to the version
+            return
+        lens = np.empty(1, dtype=col_lens.dtype)
+        value = np.empty(n_rows, dtype=np.float64)
+        for col in range(start, stop):
+            # The column's own slice of the column map: vectorbt's flow kernels on it.
+            lens[0] = col_lens[col]
+            col_map = (col_idxs[col_starts[col] : col_starts[col] + col_lens[col]], lens)
+            cash_flow = portfolio_nb.cash_flow_nb((n_rows, 1), records, col_map, False)
+            asset_flow = portfolio_nb.asset_flow_nb((n_rows, 1), records, col_map, Direction.Both)
+            # cash_nb, assets_nb, the asset value (close zeroed while flat, so that a
+            # missing price cannot poison the value) and value_nb, fused into one walk down
+            # the bars: the same operations on the same numbers, in the same order.
+            cash = init_cash[col]
+            position = 0.0
+            held = 0
+            base = col * n_rows
+            for i in range(n_rows):
+                position = add_nb(position, asset_flow[i, 0])
+                cash = add_nb(cash, cash_flow[i, 0])
+                price = 0.0
+                if position != 0:
+                    price = close[base + i]
+                    held += 1
+                value[i] = cash + price * position
+            if value_out.shape[0] > 0:
+                value_out[base : base + n_rows] = value
+            out[_EXPOSURE, col] = held / n_rows  # pf.position_coverage()
+            if not with_metrics:
                 continue
-            value = self._value_block(part, cash_flow, assets, close)
-            returns = returns_dispatch.returns(value, self.init_cash[part], engine=engine)
-            frame = pd.DataFrame(
-                returns, index=pf.wrapper.index, columns=pf.wrapper.columns[part], copy=False
+            returns = returns_nb.returns_1d_nb(value, init_cash[col])
+            annual = returns_nb.annualized_return_1d_nb(returns, ann_factor)
+            drawdown = returns_nb.max_drawdown_1d_nb(returns)
+            out[_ANNUAL, col] = annual
+            out[_DRAWDOWN, col] = drawdown
+            out[_SHARPE, col] = returns_nb.sharpe_ratio_1d_nb(returns, ann_factor, risk_free, ddof)
+            out[_SORTINO, col] = returns_nb.sortino_ratio_1d_nb(
+                returns, ann_factor, required_return
             )
-            accessor = frame.vbt.returns(freq=pf.wrapper.freq)
-            for name in from_returns:
-                result = getattr(accessor, _CHUNKED[name])()
-                out[name][part] = np.asarray(result, dtype="float64").reshape(-1)
-        return out
+            # calmar_ratio_1d_nb is exactly this, on the drawdown and annualized return it
+            # would compute a second time.
+            out[_CALMAR, col] = np.nan if drawdown == 0.0 else annual / np.abs(drawdown)
+
+    return columns_nb
 
 
-# Metrics computed block by block: from returns, by the returns accessor's method named
-# here (the one `pf.<metric>()` calls), or (exposure) from the positions.
-_CHUNKED: dict[str, str] = {
-    "annual_return": "annualized",
-    "max_drawdown": "max_drawdown",
-    "sharpe": "sharpe_ratio",
-    "sortino": "sortino_ratio",
-    "calmar": "calmar_ratio",
-    "exposure": "",
-}
+# The kernel's metrics: their row in its output, and the metric each row becomes.
+_KERNEL_METRICS = ("annual_return", "max_drawdown", "sharpe", "sortino", "calmar", "exposure")
+_ANNUAL, _DRAWDOWN, _SHARPE, _SORTINO, _CALMAR, _EXPOSURE = range(len(_KERNEL_METRICS))
+# Everything the fused path computes (the last two from the order records alone).
+_FUSED_METRICS = (*_KERNEL_METRICS, "final_value", "total_return")
 
-# Columns per block: 2,520 bars x 128 columns x 8 bytes is 2.6 MB an array; larger
-# blocks gain nothing measurable, smaller ones pay vectorbt's per-call overhead more often.
+# Columns per task handed to a thread: 2,520 bars x 128 columns is 2.6 MB of close
+# prices, and with a few dozen tasks per thread a slow one cannot leave the others idle.
 _CHUNK = 128
 
 
-def portfolio_value(pf: vbt.Portfolio) -> Any:
-    """``pf.value()`` of every (grouped) column as a 2-D, column-major float64 array.
+def _readonly(array: Any, dtype: Any = None) -> Any:
+    """``array`` as a contiguous, read-only view (a copy only when it must convert).
 
-    Equal to ``pf.value()``; for an ungrouped portfolio computed block by block from
-    vectorbt's kernels without pandas' copies (see :class:`_Arrays`).
+    numba compiles one version of a kernel per argument type, and a writable array is a
+    different type from a read-only one (pandas hands out read-only views): passing every
+    input read-only keeps that to one compiled (and cached) version.
     """
-    if pf.wrapper.grouper.is_grouped():
-        values = np.asarray(pf.value(), dtype="float64")
-        return np.asfortranarray(values.reshape(values.shape[0], -1))
-    return _Arrays(pf).value()
+    view = np.ascontiguousarray(array, dtype=dtype).view()
+    view.flags.writeable = False
+    return view
 
 
-def _sources(pf: vbt.Portfolio, wanted: Sequence[str]) -> dict[str, Callable[[], Any]]:
+def _threads(tasks: int) -> int:
+    """How many threads to run ``tasks`` on: numba's own setting (``NUMBA_NUM_THREADS``,
+    by default the number of CPUs), within the CPUs this process may use.
+    """
+    import numba
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    wanted = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
+    return max(1, min(tasks, wanted, cpus or 1))
+
+
+@dataclass(frozen=True)
+class _Fused:
+    """What one run of the fused kernel over every column gives."""
+
+    metrics: dict[str, Any]  # name -> float64 array over the columns, vectorbt's units
+    value: Any  # pf.value() as a column-major 2-D array, or None when not asked for
+
+
+def _fused(pf: vbt.Portfolio, *, kernel: bool, with_metrics: bool, with_value: bool) -> _Fused:
+    """The final value and total return of every column of the ungrouped ``pf`` and, with
+    ``kernel``, the results of :func:`_columns_kernel` over every column, run on several
+    threads when there are several blocks of columns (the kernel releases the GIL).
+    """
+    from vectorbt.base.reshape_fns import to_1d_array, to_2d_array
+
+    n_rows, n_cols = pf.wrapper.shape_2d
+    close = to_2d_array(pf.close)
+    # vectorbt values positions at forward- and back-filled prices when it fills them.
+    # Filling prices without gaps changes nothing, so skip pandas' full-size copies then;
+    # a sum is NaN when any price is (and costs no temporary array, unlike isnan().any()).
+    if pf.fillna_close and np.isnan(np.sum(close)):
+        close = to_2d_array(pf.get_filled_close())
+    orders = pf.orders
+    col_idxs, col_lens = orders.col_mapper.col_map
+    records = _readonly(orders.values)
+    col_map = (_readonly(col_idxs, np.int64), _readonly(col_lens, np.int64))
+    init_cash = _readonly(to_1d_array(pf.get_init_cash(group_by=False)), np.float64)
+    # pf.total_profit(), pf.final_value() and pf.total_return(): vectorbt's kernels on
+    # the last bar's prices, which are all total_profit_nb reads.
+    last = _readonly(close[-1:, :], np.float64)
+    total_profit = portfolio_nb.total_profit_nb(last.shape, last, records, col_map)
+    found = {
+        "final_value": portfolio_nb.final_value_nb(total_profit, init_cash),
+        "total_return": portfolio_nb.total_return_nb(total_profit, init_cash),
+    }
+    args = (
+        # Column-major and flat, so each column's prices are contiguous (a view when the
+        # frame already is column-major, as pandas keeps it).
+        _readonly(np.ravel(close, order="F"), np.float64),
+        n_rows,
+        records,
+        col_map[0],
+        _readonly(np.cumsum(col_map[1]) - col_map[1]),
+        col_map[1],
+        init_cash,
+        *_returns_settings(pf),
+    )
+    out = np.full((len(_KERNEL_METRICS), n_cols), np.nan)
+    value = np.empty(n_rows * n_cols if with_value else 0, dtype=np.float64)
+    blocks = [(lo, min(lo + _CHUNK, n_cols)) for lo in range(0, n_cols, _CHUNK)]
+
+    columns_nb = _columns_kernel()
+
+    def run(block: tuple[int, int]) -> None:
+        columns_nb(*args, block[0], block[1], with_metrics, out, value)
+
+    threads = _threads(len(blocks)) if kernel else 0
+    if threads == 1:
+        for block in blocks:
+            run(block)
+    elif threads > 1:
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="quantrack-vbt")
+        try:
+            for _ in pool.map(run, blocks):  # re-raises a kernel's error here
+                pass
+        finally:
+            # After an error (or Ctrl-C) the blocks not yet started are dropped.
+            pool.shutdown(wait=True, cancel_futures=True)
+    found.update(zip(_KERNEL_METRICS, out, strict=True))
+    # (n_cols, n_rows) row-major is (n_rows, n_cols) column-major: no copy.
+    return _Fused(found, value.reshape(n_cols, n_rows).T if with_value else None)
+
+
+def _returns_settings(pf: vbt.Portfolio) -> tuple[float, float, int, float]:
+    """The annualization factor and defaults vectorbt's returns accessor would use for
+    ``pf`` (``pf.sharpe_ratio()`` and its siblings read them from the same place).
+
+    Without a bar frequency there is no annualization factor: NaN, and the annualized
+    metrics are dropped by :func:`evaluate`.
+    """
+    if pf.wrapper.freq is None:
+        return math.nan, 0.0, 1, 0.0
+    # An accessor over one column reads the settings exactly as pf.returns_acc does,
+    # without computing any returns.
+    probe = pd.DataFrame(np.zeros((len(pf.wrapper.index), 1)), index=pf.wrapper.index)
+    accessor = probe.vbt.returns(freq=pf.wrapper.freq)
+    defaults = accessor.defaults
+    return (
+        float(accessor.ann_factor),
+        float(defaults["risk_free"]),
+        int(defaults["ddof"]),
+        float(defaults["required_return"]),
+    )
+
+
+def _numba_engine(pf: vbt.Portfolio) -> bool:
+    """Whether vectorbt computes this portfolio's metrics with its numba kernels (and not
+    with vectorbt-rust, whose results the fused kernel would not reproduce bit for bit).
+    """
+    from vectorbt._engine import resolve_engine
+
+    return bool(resolve_engine(pf.engine) == "numba" and resolve_engine(None) == "numba")
+
+
+def _uses_kernel(pf: vbt.Portfolio) -> bool:
+    # A grouped portfolio's metrics are per group; vectorbt's own methods handle those.
+    return not pf.wrapper.grouper.is_grouped() and _numba_engine(pf)
+
+
+def _vectorbt_methods(pf: vbt.Portfolio) -> dict[str, Callable[[], Any]]:
+    """Each metric as vectorbt's own Portfolio or Trades method computes it."""
     # `pf.stats()` reads the trade statistics from closed trades only (incl_open=False).
-    closed = pf.trades.closed
-    sources: dict[str, Callable[[], Any]] = {
+    closed = functools.cache(lambda: pf.trades.closed)
+    return {
         "start_value": pf.get_init_cash,
         "final_value": pf.final_value,
         "total_return": pf.total_return,
         "annual_return": pf.annualized_return,
         "max_drawdown": pf.max_drawdown,
         "fees": pf.orders.fees.sum,
-        "trades": closed.count,
-        "won": closed.winning.count,
-        "lost": closed.losing.count,
-        "win_rate": closed.win_rate,
-        "profit_factor": closed.profit_factor,
-        "avg_trade": closed.expectancy,
+        "trades": lambda: closed().count(),
+        # A lambda, not `closed().winning.count`: that would filter the trades up front.
+        "won": lambda: closed().winning.count(),  # noqa: PLW0108
+        "lost": lambda: closed().losing.count(),  # noqa: PLW0108
+        "win_rate": lambda: closed().win_rate(),
+        "profit_factor": lambda: closed().profit_factor(),
+        "avg_trade": lambda: closed().expectancy(),
         "exposure": pf.position_coverage,
         "sharpe": pf.sharpe_ratio,
         "sortino": pf.sortino_ratio,
         "calmar": pf.calmar_ratio,
     }
-    if pf.wrapper.grouper.is_grouped():
-        # A grouped portfolio's metrics are per group; vectorbt's own methods handle those.
-        return sources
-    arrays = _Arrays(pf)
-    sources["final_value"] = arrays.final_value
-    sources["total_return"] = arrays.total_return
-    chunked = [name for name in wanted if name in _CHUNKED]
-    results: dict[str, Any] = {}
-
-    def chunk_result(name: str) -> Callable[[], Any]:
-        def get() -> Any:
-            if not results:
-                results.update(arrays.by_chunks(chunked))
-            return results[name]
-
-        return get
-
-    for name in chunked:
-        sources[name] = chunk_result(name)
-    return sources
 
 
-def compute_metrics(
-    pf: vbt.Portfolio, n: int, *, only: Sequence[str] | None = None
-) -> dict[str, tuple[float | None, ...]]:
-    """Every metric of :data:`METRICS` (or ``only`` those), one tuple of ``n`` values each.
+@dataclass(frozen=True)
+class Evaluation:
+    """The metrics of every (grouped) column of a portfolio, and its value curves.
+
+    ``metrics`` maps each metric name to one value per column (``None`` where vectorbt
+    gives NaN or infinity); ``value`` is ``pf.value()`` as a 2-D column-major float64
+    array when it was asked for, else ``None``.
+    """
+
+    metrics: dict[str, tuple[float | None, ...]]
+    value: Any = None
+
+
+def evaluate(
+    pf: vbt.Portfolio, n: int, *, only: Sequence[str] | None = None, value: bool = False
+) -> Evaluation:
+    """Every metric of :data:`METRICS` (or ``only`` those) for the ``n`` (grouped) columns
+    of ``pf``, and with ``value=True`` its value curves too, from one pass over the bars.
 
     Metrics that need a bar frequency are left out when the portfolio has none (build it
-    with ``freq="1D"`` or on a DatetimeIndex with a frequency to get them).
+    with ``freq="1D"`` or on a DatetimeIndex with a frequency to get them). Raises
+    ValueError naming an unknown metric.
     """
     wanted = list(only) if only is not None else list(METRICS)
     unknown = [name for name in wanted if name not in METRICS]
@@ -334,12 +428,46 @@ def compute_metrics(
         )
     if pf.wrapper.freq is None:
         wanted = [name for name in wanted if name not in _NEEDS_FREQ]
-    sources = _sources(pf, wanted)
-    columns = {name: _as_column(sources[name](), n, METRICS[name][1]) for name in wanted}
+    sources = _vectorbt_methods(pf)
+    found: dict[str, Any] = {}
+    curves = None
+    if _uses_kernel(pf):
+        in_fused = [name for name in wanted if name in _FUSED_METRICS]
+        in_kernel = [name for name in in_fused if name in _KERNEL_METRICS]
+        if in_fused or value:
+            fused = _fused(
+                pf,
+                kernel=bool(in_kernel) or value,
+                with_metrics=bool(set(in_kernel) - {"exposure"}),
+                with_value=value,
+            )
+            found = {name: fused.metrics[name] for name in in_fused}
+            curves = fused.value
+    elif value:
+        values = np.asarray(pf.value(), dtype="float64")
+        curves = np.asfortranarray(values.reshape(values.shape[0], -1))
+    for name in wanted:
+        if name not in found:
+            found[name] = sources[name]()
+    columns = {name: _as_column(found[name], n, METRICS[name][1]) for name in wanted}
     if "max_drawdown" in columns:
         # vectorbt's drawdown is negative; the stats line (and we) report its size.
         columns["max_drawdown"] = [None if x is None else -x for x in columns["max_drawdown"]]
-    return {name: tuple(values) for name, values in columns.items()}
+    return Evaluation({name: tuple(values) for name, values in columns.items()}, curves)
+
+
+def compute_metrics(
+    pf: vbt.Portfolio, n: int, *, only: Sequence[str] | None = None
+) -> dict[str, tuple[float | None, ...]]:
+    """Every metric of :data:`METRICS` (or ``only`` those), one tuple of ``n`` values each
+    (see :func:`evaluate`).
+    """
+    return evaluate(pf, n, only=only).metrics
+
+
+def portfolio_value(pf: vbt.Portfolio) -> Any:
+    """``pf.value()`` of every (grouped) column as a 2-D, column-major float64 array."""
+    return evaluate(pf, 0, only=(), value=True).value
 
 
 def metrics_of_stats(stats: Mapping[str, Any]) -> dict[str, float | None]:

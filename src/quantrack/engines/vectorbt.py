@@ -69,7 +69,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise EngineNotInstalled("vectorbt", "vectorbt") from exc
 
 from quantrack.engines import _vbt_frames as frames
-from quantrack.engines._vbt_metrics import METRICS, column_axis, compute_metrics
+from quantrack.engines._vbt_metrics import METRICS, ColumnAxis, column_axis, evaluate
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -245,6 +245,7 @@ class VectorbtAdapter:
                 trades=trades,
                 allow_pickle=allow_pickle,
                 run_id=None,
+                axis=axis,
             )
         return self._finish(result, guard)
 
@@ -325,6 +326,7 @@ class VectorbtAdapter:
                 trades=trades,
                 allow_pickle=allow_pickle,
                 run_id=run_id,
+                axis=axis,
             )
         self._finish(result, guard, run_id=run_id)
         return pf
@@ -475,11 +477,15 @@ class VectorbtAdapter:
         trades: bool,
         allow_pickle: bool,
         run_id: str | None,
+        axis: ColumnAxis | None = None,
     ) -> RecordResult:
         store = guard.artifacts
-        axis = column_axis(pf, single_params_from_index=False)
+        if axis is None:
+            axis = column_axis(pf, single_params_from_index=False)
         n = len(axis)
-        metrics = compute_metrics(pf, n)
+        # One pass over the bars gives the metrics and, when they are stored, the curves.
+        evaluation = evaluate(pf, n, value=equity)
+        metrics = evaluation.metrics
         if prepared.provenance is None:
             prepared.input_refs = tuple(self._input_refs(store, prepared.inputs))
             prepared.provenance, prepared.code_refs = _origin(store, code)
@@ -488,7 +494,7 @@ class VectorbtAdapter:
         shared: dict[str, ArtifactRef] = {}
         if equity:
             shared["equity_curve"] = store.put(
-                frames.table_bytes(frames.equity_table(pf, axis.labels)),
+                frames.table_bytes(frames.equity_table(pf, axis.labels, evaluation.value)),
                 kind="equity_curve",
                 media_type=PARQUET_MEDIA_TYPE,
                 name=f"{prepared.name}.equity.parquet",
