@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import duckdb
@@ -25,9 +26,27 @@ _UTC = pa.timestamp("us", tz="UTC")
 _NAIVE = pa.timestamp("us")
 
 
+def _shared(values: Sequence[Any]) -> bool:
+    """True when every row holds the same value (a sweep's status and timestamps, usually
+    one object repeated: ``count`` compares by identity first, at C speed).
+    """
+    return len(values) > 0 and values.count(values[0]) == len(values)
+
+
 def _times(values: Sequence[Any]) -> pa.Array:
     # Arrow keeps UTC instants underneath a zone, so dropping the zone gives naive UTC.
+    if _shared(values):
+        return pa.repeat(pa.scalar(values[0], _UTC), len(values)).cast(_NAIVE)
     return pa.array(values, _UTC).cast(_NAIVE)
+
+
+def _enum_values(values: Sequence[Any]) -> pa.Array:
+    # Arrow converts an enum member (a str subclass) ~20x slower than a plain str, so
+    # each distinct member is converted once.
+    if _shared(values):
+        return pa.repeat(pa.scalar(values[0].value, pa.string()), len(values))
+    plain = {member: member.value for member in set(values)}
+    return pa.array(list(map(plain.__getitem__, values)), pa.string())
 
 
 def _strings(values: Sequence[Any] | None, n: int) -> pa.Array:
@@ -55,19 +74,31 @@ def _interleaved(chunks: list[pa.Table], n: int) -> pa.Table:
     return table.sort_by([("seq", "ascending")])
 
 
+def _param_columns(params: Sequence[dict[str, Any]]) -> dict[str, Sequence[Any]]:
+    """Each param name's values, one per row (``_MISSING`` where a row lacks it)."""
+    first = list(params[0]) if params else []
+    if first and set(map(len, params)) == {len(first)}:
+        # A sweep's rows usually share their names: each column comes out of a C-level
+        # pass (a list of the values already held, so nothing new for the garbage
+        # collector to walk) instead of a Python loop. Rows of the same size that all
+        # have these names have exactly these names.
+        try:
+            return {name: list(map(itemgetter(name), params)) for name in first}
+        except KeyError:
+            pass
+    merged: dict[str, None] = {}
+    for p in params:
+        merged.update(dict.fromkeys(p))
+    return {name: [p.get(name, _MISSING) for p in params] for name in merged}
+
+
 def _param_table(seq: pa.Array, params: Sequence[dict[str, Any]]) -> pa.Table | None:
     n = len(params)
-    first = params[0].keys() if params else {}
-    if all(p.keys() == first for p in params):
-        names = list(first)
-    else:
-        merged: dict[str, None] = {}
-        for p in params:
-            merged.update(dict.fromkeys(p))
-        names = list(merged)
+    columns = _param_columns(params)
+    names = list(columns)
     chunks: list[pa.Table] = []
     for code, name in enumerate(names):
-        values = [p.get(name, _MISSING) for p in params]
+        values = columns[name]
         kinds = set(map(type, values))
         num = text = flag = raw = None
         keep = seq
@@ -151,7 +182,7 @@ def insert_finished(
             if records.batch_indexes is not None
             else pa.array([t.batch_index] * n, pa.int64()),
             "config_hash": pa.array(records.config_hashes, pa.string()),
-            "status": pa.array([s.value for s in records.status], pa.string()),
+            "status": _enum_values(records.status),
             "created_at": _times(records.created_at),
             "started_at": _times(records.started_at),
             "completed_at": _times(records.completed_at),

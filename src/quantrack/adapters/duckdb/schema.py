@@ -78,8 +78,10 @@ def current_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     names = {
         row[0]
         for row in con.execute(
-            "SELECT table_name FROM duckdb_tables() UNION ALL "
-            "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            # Only this file's: the engine may have other files attached.
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "UNION ALL SELECT view_name FROM duckdb_views() "
+            "WHERE NOT internal AND database_name = current_database()"
         ).fetchall()
     }
     if names:
