@@ -17,9 +17,10 @@ from typing import Any
 
 import backtrader as bt
 import pytest
+from structlog.testing import capture_logs
 from tests.integration.bt_strategies import Idle, SmaCross, Swing, cerebro_with, sample_feed
 
-from quantrack import Workspace, open_workspace
+from quantrack import ExperimentStatus, Workspace, open_workspace
 from quantrack.adapters.frames import get_json
 from quantrack.engines.backtrader import (
     BacktraderAdapter,
@@ -130,6 +131,34 @@ def test_recorder_equals_backtraders_analyzers_to_the_bit(scenario: str) -> None
     if scenario in TRADING:  # the comparison is about runs that really traded
         assert strategy.analyzers.ta.get_analysis().total.closed > 3
         assert 0 < recorded["exposure"] < 100
+
+
+def test_replayed_data_updates_a_bar_in_place_and_still_matches(workspace: Workspace) -> None:
+    """Replay notifies every update of a forming weekly bar: one row each, as DrawDown sees."""
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.replaydata(sample_feed("AAA", 500), timeframe=bt.TimeFrame.Weeks)
+    cerebro.broker.setcash(100_000.0)
+    cerebro.addstrategy(SmaCross, fast=3, slow=8)
+    strategy = _with_reference_analyzers(cerebro)
+    recorded = strategy.analyzers.rec.get_analysis()
+    per_bar = strategy.analyzers.bar.get_analysis()
+    assert len(recorded["value"]) == 500 > len(strategy)  # updates, not finished weeks
+    assert recorded["datetime"] == per_bar["times"]
+    assert recorded["derived"]["drawdown"] == strategy.analyzers.dd.get_analysis()
+    assert recorded["derived"]["trades"] == strategy.analyzers.ta.get_analysis()
+    expected_exposure = 100.0 * sum(per_bar["in_market"]) / len(per_bar["in_market"])
+    assert recorded["exposure"] == pytest.approx(expected_exposure, abs=1e-12)
+
+    again = bt.Cerebro(stdstats=False)
+    again.replaydata(sample_feed("AAA", 500), timeframe=bt.TimeFrame.Weeks)
+    again.broker.setcash(100_000.0)
+    again.addstrategy(SmaCross, fast=3, slow=8)
+    with capture_logs() as logs:
+        BacktraderAdapter(workspace).run(again, name="replayed")
+    assert [entry for entry in logs if entry["log_level"] == "warning"] == []
+    (experiment,) = workspace.tracker.list_experiments()
+    assert experiment.status is ExperimentStatus.COMPLETED
+    assert experiment.metrics["max_drawdown"] == strategy.analyzers.dd.get_analysis().max.drawdown
 
 
 def test_swing_really_goes_short_and_reverses() -> None:

@@ -136,8 +136,8 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
     """The one analyzer quantrack adds to a run: everything the record needs, collected
     with as little work per bar as backtrader allows.
 
-    Per bar it keeps only the broker's value and cash (backtrader hands them to every
-    analyzer anyway). Trades and orders arrive as notifications, which are rare. When the
+    Per bar it keeps only the time and the broker's value and cash (backtrader hands them
+    to every analyzer anyway). Trades and orders arrive as notifications, which are rare. When the
     run stops it turns them into the equity curve, the closed trades, the exposure and, for
     the sources named in the ``derive`` param, the output of backtrader's ``DrawDown`` and
     ``TradeAnalyzer`` computed from the same inputs with their code (see
@@ -159,9 +159,11 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
         # orders execute, and executions are notified before the bar's value is.
         self._changes: list[tuple[int, bool]] = []
         self._positions = getattr(strategy.broker, "positions", None)
-        # With exactbars backtrader keeps only the last bars of each line, so the bar
-        # times cannot be read back after the run: note them as they pass instead.
-        self._times: list[float] | None = [] if strategy.cerebro.p.exactbars else None
+        # Noted as they pass: after the run the strategy's datetime line has one entry per
+        # bar only in some modes (replayed data updates a bar in place; exactbars keeps
+        # only the last bars), while backtrader notifies the value once per update.
+        self.times: list[float] = []
+        self._clock = strategy.lines.datetime
         # Read where backtrader's Returns reads it, so derived returns match it exactly.
         self.value_start = float(strategy.broker.getvalue())
         self.wall_start = time.time()
@@ -169,10 +171,9 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
 
     def notify_cashvalue(self, cash: float, value: float) -> None:
         """Backtrader calls this once per bar with the broker's cash and value."""
+        self.times.append(self._clock[0])
         self.values.append(value)
         self.cash.append(cash)
-        if self._times is not None:
-            self._times.append(self.strategy.datetime[0])
 
     def notify_trade(self, trade: Any) -> None:
         """Keep the notification (backtrader hands each analyzer a copy of the trade)."""
@@ -193,9 +194,6 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
         """Turn what was collected into plain data, and let go of backtrader's objects."""
         strategy = self.strategy
         bars = len(self.values)
-        times = self._times
-        if times is None:
-            times = list(strategy.lines.datetime.array[:bars])
         derive = set(self.p.derive)
         derived: dict[str, Any] = {}
         if "drawdown" in derive:
@@ -203,7 +201,7 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
         if "trades" in derive:
             derived["trades"] = _trade_analysis_of(self._trades)
         self.analysis = {
-            "datetime": times,
+            "datetime": self.times,
             "value": self.values,
             "cash": self.cash,
             "value_start": self.value_start,
@@ -216,7 +214,7 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
         }
         # Trades hold their data feed and the positions their broker: neither may travel
         # back from a sweep's worker.
-        self._trades, self._positions, self._changes = [], None, []
+        self._trades, self._positions, self._changes, self._clock = [], None, [], None
 
     def get_analysis(self) -> dict[str, Any]:
         """Everything collected (see the class doc)."""
