@@ -447,6 +447,8 @@ def test_heartbeats_stamp_the_running_batch(
         ([{"x": 1}], {"retries": -1}, ValueError, "retries must be"),
         ([{"x": 1}], {"timeout": 0}, ValueError, "timeout must be a positive number"),
         ([{"x": 1}], {"flush_every": 0}, ValueError, "flush_every"),
+        ([{"x": 1}], {"flush_seconds": 0}, ValueError, "flush_seconds must be a positive"),
+        ([{"x": 1}], {"heartbeat_seconds": -1.0}, ValueError, "heartbeat_seconds must be"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_recorded(
