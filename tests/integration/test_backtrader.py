@@ -391,9 +391,13 @@ _HOLDER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_busy_workspace_never_breaks_the_backtest_and_nothing_is_lost(tmp_path: Path) -> None:
-    """Another process holds the database: the result comes back, one warning, and the
-    spooled run lands in the workspace when it is next opened.
+@pytest.mark.parametrize("background", [True, False], ids=["background", "in-process"])
+def test_busy_workspace_never_breaks_the_backtest_and_nothing_is_lost(
+    tmp_path: Path, background: bool
+) -> None:
+    """Another process holds the database: the result comes back, one warning (relayed
+    from the recording process in the background), and the spooled run lands in the
+    workspace when it is next opened.
     """
     folder = tmp_path / "ws"
     open_workspace(folder)
@@ -408,8 +412,10 @@ def test_busy_workspace_never_breaks_the_backtest_and_nothing_is_lost(tmp_path: 
         assert holder.stdout.readline().strip() == "holding"
         busy = open_workspace(folder, timeout=0.3)
         cerebro = cerebro_with(SmaCross, bars=BARS)
+        adapter = BacktraderAdapter(busy, background=background)
         with capture_logs() as logs:
-            (strategy,) = BacktraderAdapter(busy).run(cerebro, name="while-busy")
+            (strategy,) = adapter.run(cerebro, name="while-busy")
+            assert adapter.flush(timeout=60)
         expected = cerebro_with(SmaCross, bars=BARS)
         expected.run()
         assert cerebro.broker.getvalue() == expected.broker.getvalue()

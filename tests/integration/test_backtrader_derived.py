@@ -29,6 +29,7 @@ from quantrack.engines.backtrader import (
     _derived,
     _drawdown_of,
     _ensure_analyzers,
+    _trade_analysis_of,
 )
 
 SHARPE_SETTINGS = {"timeframe": bt.TimeFrame.Days, "annualize": True, "riskfreerate": 0.0}
@@ -41,27 +42,45 @@ def workspace(tmp_path: Path) -> Workspace:
 
 
 class PerBar(bt.Analyzer):  # type: ignore[misc]
-    """The reference for what the recorder avoids doing per bar: time and open positions."""
+    """The reference for what the recorder avoids doing per bar: the bar's time, value and
+    cash as notified, and whether a position is open, through backtrader's own hooks.
+    """
 
     def start(self) -> None:
         """Reset the columns."""
         self.times: list[float] = []
+        self.values: list[float] = []
+        self.cash: list[float] = []
         self.in_market: list[bool] = []
 
     def notify_cashvalue(self, cash: float, value: float) -> None:
-        """Note the bar's time and whether any position is open."""
+        """Note the bar's time, value and cash, and whether any position is open."""
         self.times.append(self.strategy.datetime[0])
+        self.values.append(value)
+        self.cash.append(cash)
         strategy = self.strategy
         self.in_market.append(any(strategy.getposition(d).size for d in strategy.datas))
 
     def get_analysis(self) -> dict[str, Any]:
         """The columns."""
-        return {"times": self.times, "in_market": self.in_market}
+        return {
+            "times": self.times,
+            "values": self.values,
+            "cash": self.cash,
+            "in_market": self.in_market,
+        }
+
+
+def assert_same_columns(recorded: dict[str, Any], per_bar: dict[str, Any]) -> None:
+    """The recorder's columns hold exactly what backtrader notified, bar by bar."""
+    assert recorded["datetime"].tolist() == per_bar["times"]
+    assert recorded["value"].tolist() == per_bar["values"]
+    assert recorded["cash"].tolist() == per_bar["cash"]
 
 
 def _with_reference_analyzers(cerebro: bt.Cerebro, **run: Any) -> Any:
     """Run ``cerebro`` with the recorder and every analyzer it stands in for."""
-    cerebro.addanalyzer(RunRecorder, _name="rec", derive=("drawdown", "trades"))
+    cerebro.addanalyzer(RunRecorder, _name="rec")
     cerebro.addanalyzer(PerBar, _name="bar")
     cerebro.addanalyzer(bt.analyzers.DrawDown, _name="dd")
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="ta")
@@ -118,14 +137,13 @@ def test_recorder_equals_backtraders_analyzers_to_the_bit(scenario: str) -> None
     recorded = strategy.analyzers.rec.get_analysis()
     per_bar = strategy.analyzers.bar.get_analysis()
 
-    assert recorded["derived"]["drawdown"] == strategy.analyzers.dd.get_analysis()
-    assert recorded["derived"]["trades"] == strategy.analyzers.ta.get_analysis()
+    assert _drawdown_of(recorded["value"]) == strategy.analyzers.dd.get_analysis()
+    assert _trade_analysis_of(recorded["trade_notes"]) == strategy.analyzers.ta.get_analysis()
     derived = _derived(recorded)
     assert derived["returns"] == dict(strategy.analyzers.ret.get_analysis())
     assert derived["sharpe"] == dict(strategy.analyzers.sr.get_analysis())
 
-    assert recorded["datetime"] == per_bar["times"]
-    assert len(recorded["value"]) == len(recorded["cash"]) == len(per_bar["times"])
+    assert_same_columns(recorded, per_bar)
     expected_exposure = 100.0 * sum(per_bar["in_market"]) / len(per_bar["in_market"])
     assert recorded["exposure"] == pytest.approx(expected_exposure, abs=1e-12)
     if scenario in TRADING:  # the comparison is about runs that really traded
@@ -143,9 +161,9 @@ def test_replayed_data_updates_a_bar_in_place_and_still_matches(workspace: Works
     recorded = strategy.analyzers.rec.get_analysis()
     per_bar = strategy.analyzers.bar.get_analysis()
     assert len(recorded["value"]) == 500 > len(strategy)  # updates, not finished weeks
-    assert recorded["datetime"] == per_bar["times"]
-    assert recorded["derived"]["drawdown"] == strategy.analyzers.dd.get_analysis()
-    assert recorded["derived"]["trades"] == strategy.analyzers.ta.get_analysis()
+    assert_same_columns(recorded, per_bar)
+    assert _drawdown_of(recorded["value"]) == strategy.analyzers.dd.get_analysis()
+    assert _trade_analysis_of(recorded["trade_notes"]) == strategy.analyzers.ta.get_analysis()
     expected_exposure = 100.0 * sum(per_bar["in_market"]) / len(per_bar["in_market"])
     assert recorded["exposure"] == pytest.approx(expected_exposure, abs=1e-12)
 
@@ -180,7 +198,13 @@ def test_recorder_keeps_nothing_that_cannot_travel_back_from_a_sweep() -> None:
     recorder = strategy.analyzers.rec
     assert recorder._trades == []
     assert recorder._positions is None
-    assert pickle.loads(pickle.dumps(recorder.get_analysis())) == recorder.get_analysis()
+    # A sweep's worker pickles the analyzer itself, per-bar hooks and all.
+    travelled = pickle.loads(pickle.dumps(recorder)).get_analysis()
+    analysis = recorder.get_analysis()
+    assert travelled.keys() == analysis.keys()
+    for column in ("datetime", "value", "cash"):
+        assert travelled[column].tolist() == analysis[column].tolist()
+    assert travelled["closed_trades"] == analysis["closed_trades"]
 
 
 def test_adapter_runs_none_of_the_derived_analyzers_on_daily_data(workspace: Workspace) -> None:
@@ -214,7 +238,7 @@ def test_fund_mode_and_weekly_data_keep_backtraders_analyzers() -> None:
     names = _ensure_analyzers(fund)
     assert {"returns", "sharpe", "drawdown"} <= set(names)
     assert "trades" not in names  # TradeAnalyzer sees only trades: fund mode changes nothing
-    assert fund.analyzers[-1][2]["derive"] == ("trades",)
+    assert fund.analyzers[-1][0] is RunRecorder
 
     weekly = bt.Cerebro(stdstats=False)
     weekly.resampledata(sample_feed("AAA", 600), timeframe=bt.TimeFrame.Weeks)

@@ -61,7 +61,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from quantrack.adapters.frames import (
     JSON_MEDIA_TYPE,
@@ -84,6 +84,7 @@ from quantrack.domain import (
     Provenance,
     canonical_params,
     categorize_error,
+    new_id,
     utcnow,
 )
 from quantrack.domain._logging import get_logger
@@ -99,8 +100,13 @@ from quantrack.domain.lifecycle import (
 )
 from quantrack.engines._safety import RecordingGuard
 from quantrack.ports import ArtifactStore, BatchObserver, ExperimentTracker
-from quantrack.services.provenance import capture_origin, collect_provenance
-from quantrack.services.recording import Run, describe_exception, track
+from quantrack.services.code_capture import CodePlan, find_code
+from quantrack.services.provenance import (
+    capture_origin,
+    collect_provenance,
+    current_entry_point,
+)
+from quantrack.services.recording import Run, RunEnd, close_run, describe_exception, open_run
 
 try:
     import backtrader as bt
@@ -111,6 +117,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from quantrack.engines._background import RecordingProcess
     from quantrack.workspace import Workspace
 
 __all__ = [
@@ -136,44 +143,57 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
     """The one analyzer quantrack adds to a run: everything the record needs, collected
     with as little work per bar as backtrader allows.
 
-    Per bar it keeps only the time and the broker's value and cash (backtrader hands them
-    to every analyzer anyway). Trades and orders arrive as notifications, which are rare. When the
-    run stops it turns them into the equity curve, the closed trades, the exposure and, for
-    the sources named in the ``derive`` param, the output of backtrader's ``DrawDown`` and
-    ``TradeAnalyzer`` computed from the same inputs with their code (see
-    :func:`_drawdown_of` and :func:`_trade_analysis_of`): those analyzers do their work on
-    every bar, which costs more than a simple strategy's own logic.
+    Per bar it keeps only the broker's cash and value (backtrader hands them to every
+    analyzer anyway); the bars' times are read from the strategy's clock after the run.
+    Trades and orders arrive as notifications, which are rare. When the run stops it turns
+    them into columns, the closed trades, the exposure and plain notes of the trades, from
+    which the output of backtrader's ``DrawDown`` and ``TradeAnalyzer`` is computed after
+    the run with their code (see :func:`_drawdown_of` and :func:`_trade_analysis_of`):
+    those analyzers do their work on every bar, which costs more than a simple strategy's
+    own logic.
 
-    ``get_analysis()`` holds plain data only: in a sweep it travels back from the worker.
+    ``get_analysis()`` holds plain data only: in a sweep it travels back from the worker,
+    and a recording process may record it.
     """
 
-    params = (("derive", ()),)
-
     def start(self) -> None:
-        """Reset the columns; note the starting value and the wall-clock start."""
+        """Take over the per-bar hooks; note the starting value and the wall-clock start."""
         strategy = self.strategy
-        self.values: list[float] = []
-        self.cash: list[float] = []
+        cerebro = strategy.env
+        # Backtrader calls four hooks of every analyzer on every bar, each through the
+        # base class's loop over child analyzers. The recorder needs one of them, so the
+        # others become one no-op call and that one a closure appending a tuple: on a
+        # 2,500-bar run the difference is most of what recording costs the backtest.
+        self._next = self._prenext = self._nextstart = self._notify_fund = _skip
+        self._notes: list[tuple[float, ...]] = []
+        note = self._notes.append
+        # After the run the strategy's datetime line holds each bar's time, except with
+        # replayed data (a bar updated in place is notified once per update) or exactbars
+        # (only the last bars are kept): only then is the time noted as it passes.
+        self._times_noted = bool(cerebro._exactbars) or bool(
+            cerebro._doreplay or any(data.replaying for data in cerebro.datas)
+        )
+        if self._times_noted:
+            clock = strategy.lines.datetime
+
+            def note_cashvalue(cash: float, value: float) -> None:
+                note((clock[0], cash, value))
+
+        else:
+
+            def note_cashvalue(cash: float, value: float) -> None:
+                note((cash, value))
+
+        self._notify_cashvalue = note_cashvalue
         self._trades: list[Any] = []
         # (bar index, any position open from that bar on): positions change only when
         # orders execute, and executions are notified before the bar's value is.
         self._changes: list[tuple[int, bool]] = []
         self._positions = getattr(strategy.broker, "positions", None)
-        # Noted as they pass: after the run the strategy's datetime line has one entry per
-        # bar only in some modes (replayed data updates a bar in place; exactbars keeps
-        # only the last bars), while backtrader notifies the value once per update.
-        self.times: list[float] = []
-        self._clock = strategy.lines.datetime
         # Read where backtrader's Returns reads it, so derived returns match it exactly.
         self.value_start = float(strategy.broker.getvalue())
         self.wall_start = time.time()
         self.analysis: dict[str, Any] = {}
-
-    def notify_cashvalue(self, cash: float, value: float) -> None:
-        """Backtrader calls this once per bar with the broker's cash and value."""
-        self.times.append(self._clock[0])
-        self.values.append(value)
-        self.cash.append(cash)
 
     def notify_trade(self, trade: Any) -> None:
         """Keep the notification (backtrader hands each analyzer a copy of the trade)."""
@@ -188,37 +208,52 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
             held = any(position.size for position in self._positions.values())
         else:
             held = any(strategy.getposition(data).size for data in strategy.datas)
-        self._changes.append((len(self.values), held))
+        self._changes.append((len(self._notes), held))
 
     def stop(self) -> None:
         """Turn what was collected into plain data, and let go of backtrader's objects."""
+        import numpy as np
+
         strategy = self.strategy
-        bars = len(self.values)
-        derive = set(self.p.derive)
-        derived: dict[str, Any] = {}
-        if "drawdown" in derive:
-            derived["drawdown"] = _drawdown_of(self.values)
-        if "trades" in derive:
-            derived["trades"] = _trade_analysis_of(self._trades)
+        notes = np.array(self._notes, dtype="float64").reshape(len(self._notes), -1)
+        if self._times_noted:
+            times, cash, values = notes[:, 0], notes[:, 1], notes[:, 2]
+        else:
+            cash, values = notes[:, 0], notes[:, 1]
+            line = strategy.lines.datetime.array
+            if len(line) != len(notes):
+                raise RuntimeError(
+                    f"quantrack's recorder saw {len(notes)} updates but the strategy's clock "
+                    f"holds {len(line)} bars; please report this run's cerebro settings"
+                )
+            times = np.frombuffer(line, dtype="float64").copy()
+        bars = len(values)
         self.analysis = {
-            "datetime": self.times,
-            "value": self.values,
-            "cash": self.cash,
+            "datetime": times,
+            "value": values,
+            "cash": cash,
             "value_start": self.value_start,
             "value_end": float(strategy.broker.getvalue()),
             "exposure": _exposure(self._changes, bars),
             "closed_trades": _closed_trades(self._trades, strategy.broker),
-            "derived": derived,
+            "trade_notes": [_TradeNote.of(trade) for trade in self._trades],
             "wall_start": self.wall_start,
             "wall_stop": time.time(),
         }
         # Trades hold their data feed and the positions their broker: neither may travel
         # back from a sweep's worker.
-        self._trades, self._positions, self._changes, self._clock = [], None, [], None
+        self._trades, self._positions, self._changes, self._notes = [], None, [], []
+        # The per-bar closures may not travel either: back to backtrader's own hooks.
+        for hook in ("_next", "_prenext", "_nextstart", "_notify_fund", "_notify_cashvalue"):
+            del self.__dict__[hook]
 
     def get_analysis(self) -> dict[str, Any]:
         """Everything collected (see the class doc)."""
         return self.analysis
+
+
+def _skip(*_args: Any) -> None:
+    """Stands in for the per-bar analyzer hooks the recorder has no use for."""
 
 
 def _exposure(changes: Sequence[tuple[int, bool]], bars: int) -> float | None:
@@ -310,16 +345,49 @@ def _drawdown_of(values: Sequence[float]) -> dict[str, Any]:
     return {**out, "max": top}
 
 
-def _trade_analysis_of(notified: Sequence[Any]) -> Any:
+class _TradeNote(NamedTuple):
+    """What ``TradeAnalyzer`` reads of a trade notification, as plain data.
+
+    A tuple, so that a run's notes travel to a recording process cheaply.
+    """
+
+    status: int
+    justopened: bool
+    long: bool
+    pnl: float
+    pnlcomm: float
+    barlen: int
+
+    @classmethod
+    def of(cls, trade: Any) -> _TradeNote:
+        """The note of one notified trade."""
+        return cls(
+            int(trade.status),
+            bool(trade.justopened),
+            bool(trade.long),
+            float(trade.pnl),
+            float(trade.pnlcomm),
+            int(trade.barlen),
+        )
+
+
+class _NotedTrade(_TradeNote):
+    """A note as ``TradeAnalyzer`` reads a trade: with the status constant it compares to."""
+
+    Closed = bt.Trade.Closed
+
+
+def _trade_analysis_of(notes: Sequence[_TradeNote]) -> Any:
     """What backtrader's ``TradeAnalyzer`` reports for these trade notifications.
 
     TradeAnalyzer looks at nothing but the trades it is notified of, so its own code is
-    fed the run's notifications after the run: its figures, without its per-bar cost.
+    fed notes of the run's notifications after the run: its figures, without its per-bar
+    cost (and, in a recording process, without the backtest waiting for it).
     """
     analyzer = object.__new__(bt.analyzers.TradeAnalyzer)
     analyzer.create_analysis()
-    for trade in notified:
-        analyzer.notify_trade(trade)
+    for note in notes:
+        analyzer.notify_trade(_NotedTrade(*note))
     analyzer.stop()
     return analyzer.get_analysis()
 
@@ -418,8 +486,7 @@ def _ensure_analyzers(cerebro: Any) -> dict[str, str]:
             name = f"quantrack_{wanted.key}"
             cerebro.addanalyzer(wanted.cls, _name=name, **wanted.kwargs)
             found[wanted.key] = name
-    derive = tuple(key for key in ("drawdown", "trades") if key not in found)
-    cerebro.addanalyzer(RunRecorder, _name=f"quantrack_{RECORDER}", derive=derive)
+    cerebro.addanalyzer(RunRecorder, _name=f"quantrack_{RECORDER}")
     found[RECORDER] = f"quantrack_{RECORDER}"
     return found
 
@@ -657,23 +724,26 @@ def _class_entry(cls: type) -> dict[str, str]:
 def _recipe(
     cerebro: Any,
     combination: Sequence[tuple[Any, Sequence[Any], Mapping[str, Any]]],
-    feed_refs: Sequence[tuple[str | None, str | None, str | None]],
+    sources: Sequence[Any],
     run_kwargs: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """How to rebuild this cerebro; the per-run strategy params are in the run's params."""
+    """How to rebuild this cerebro; the per-run strategy params are in the run's params.
+
+    Each feed's ``fingerprint`` and ``data`` (artifact ids) are filled in when the run's
+    inputs are stored (:func:`_stored`).
+    """
     feeds = []
-    for data, (fingerprint, stored, file_name) in zip(cerebro.datas, feed_refs, strict=True):
-        source = _source_of(data)
-        kind = "frame" if fingerprint and not file_name else ("file" if file_name else None)
+    for data, source in zip(cerebro.datas, sources, strict=True):
+        is_file = isinstance(source, Path)
         feeds.append(
             {
                 **_class_entry(type(data)),
                 **_encoded_kwargs(type(data), data.p._getkwargs(), only_changed=True),
                 "name": data._name or "",
-                "source": kind if source is not None else None,
-                "fingerprint": fingerprint,
-                "data": stored,
-                "file_name": file_name,
+                "source": None if source is None else ("file" if is_file else "frame"),
+                "fingerprint": None,
+                "data": None,
+                "file_name": display_name(source.name) if is_file else None,
             }
         )
     broker = cerebro.getbroker()
@@ -743,21 +813,28 @@ def _recipe(
 
 
 @dataclass
-class _Spec:
-    """What every experiment of one ``adapter.run`` call shares."""
+class _Description:
+    """A run as described from its cerebro before it runs, in plain data.
+
+    Everything the record needs from backtrader's objects, and nothing that holds them, so
+    a recording process can store it (:func:`_stored`) while the backtest runs here.
+    """
 
     name: str
-    strategy: str
-    caller_params: dict[str, Any]
-    feeds: list[dict[str, Any]]
-    broker: dict[str, Any]
-    sizers: dict[str, Any]
-    inputs: tuple[ArtifactRef, ...]
-    provenance: Provenance
-    code: tuple[ArtifactRef, ...]
-    tags: tuple[str, ...]
-    description: str
-    seed: int | None
+    strategy: str = ""
+    caller_params: dict[str, Any] = field(default_factory=dict)
+    feeds: list[dict[str, Any]] = field(default_factory=list)
+    broker: dict[str, Any] = field(default_factory=dict)
+    sizers: dict[str, Any] = field(default_factory=dict)
+    #: (feed name, its DataFrame or file path, or None when neither is known), per feed.
+    sources: list[tuple[str, Any]] = field(default_factory=list)
+    recipe: dict[str, Any] | None = None
+    code: CodePlan | None = None
+    entry_point: str | None = None
+    cwd: str | None = None
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    seed: int | None = None
     reproduces: str | None = None
 
     def params(
@@ -790,21 +867,92 @@ class _Spec:
         }
         return flat
 
+
+@dataclass
+class _Spec:
+    """What every experiment of one ``adapter.run`` call shares, once stored."""
+
+    described: _Description
+    inputs: tuple[ArtifactRef, ...]
+    provenance: Provenance
+    code: tuple[ArtifactRef, ...]
+
     def definition(self, params: Mapping[str, Any], **extra: Any) -> ExperimentDefinition:
         """The definition of one run with these params."""
+        described = self.described
         return ExperimentDefinition(
-            name=self.name,
-            strategy=self.strategy,
+            name=described.name,
+            strategy=described.strategy,
             engine=ENGINE,
             params=dict(params),
             inputs=self.inputs,
             provenance=self.provenance,
-            tags=self.tags,
-            seed=self.seed,
-            description=self.description,
-            reproduces=self.reproduces,
+            tags=described.tags,
+            seed=described.seed,
+            description=described.description,
+            reproduces=described.reproduces,
             **extra,
         )
+
+
+def _stored(described: _Description, artifacts: ArtifactStore, *, store_inputs: bool) -> _Spec:
+    """Store what describes a run (feed fingerprints and data, captured code, the recipe)
+    and collect its provenance: the part of describing a run that needs no backtrader.
+    """
+    inputs: list[ArtifactRef] = []
+    recipe = described.recipe
+    for position, (feed_name, source) in enumerate(described.sources):
+        payload = _fingerprint_bytes(source)
+        if payload is None:
+            continue
+        fingerprint = artifacts.put(
+            payload, kind="input", media_type=JSON_MEDIA_TYPE, name=f"{feed_name}.fingerprint.json"
+        )
+        inputs.append(fingerprint)
+        stored: ArtifactRef | None = None
+        if store_inputs:
+            if isinstance(source, Path):
+                raw, media, stored_name = source.read_bytes(), "text/csv", source.name
+            else:
+                raw, media = frame_to_parquet(source), PARQUET_MEDIA_TYPE
+                stored_name = f"{feed_name}.parquet"
+            stored = artifacts.put(raw, kind="input_data", media_type=media, name=stored_name)
+            inputs.append(stored)
+        if recipe is not None:
+            feed = recipe["feeds"][position]
+            feed["fingerprint"] = fingerprint.id
+            feed["data"] = stored.id if stored is not None else None
+    version = str(bt.__version__)
+    code: tuple[ArtifactRef, ...] = ()
+    try:
+        provenance, captured = capture_origin(
+            artifacts,
+            described.code,
+            engine=ENGINE,
+            engine_version=version,
+            modules=("backtrader",),
+            entry_point=described.entry_point,
+            cwd=described.cwd,
+        )
+        code = captured.refs if captured is not None else ()
+    except Exception as exc:
+        # Code that cannot be stored must not cost the run its record: keep it, without.
+        _log.warning("backtrader.code_capture_failed", error=describe_exception(exc))
+        provenance = collect_provenance(
+            engine=ENGINE,
+            engine_version=version,
+            modules=("backtrader",),
+            entry_point=described.entry_point,
+            cwd=described.cwd,
+        )
+    if recipe is not None:
+        try:
+            ref = put_json(artifacts, recipe, kind=RECIPE_KIND, name="recipe.json")
+            code = (*code, ref)
+        except Exception as exc:
+            # Without a recipe the run cannot be reproduced, but it is still worth keeping.
+            _log.warning("backtrader.recipe_failed", error=describe_exception(exc))
+    return _Spec(described, tuple(inputs), provenance, code)
 
 
 def _feed_info(data: Any, position: int) -> dict[str, Any]:
@@ -942,24 +1090,35 @@ def _sub(mapping: Any, *keys: str) -> Any:
     return mapping
 
 
-def _recorded(strategy: Any, names: Mapping[str, str]) -> dict[str, Any]:
-    """What the run's :class:`RunRecorder` collected."""
-    analysis: dict[str, Any] = strategy.analyzers.getbyname(names[RECORDER]).get_analysis()
-    return analysis
+def _finished(strategy: Any, names: Mapping[str, str]) -> dict[str, Any]:
+    """A finished strategy's (or OptReturn's) analyses as plain data: the recorder's
+    columns under :data:`RECORDER`, every other analyzer's output in its JSON form by name.
 
-
-def _sources(strategy: Any, names: Mapping[str, str]) -> dict[str, Any]:
-    """Each metric source's analysis (keyed as in :func:`_wanted_analyzers`, plus
-    ``equity``, the recorder's): from its analyzer, or derived after the run.
+    Everything after this needs no backtrader objects, so it can happen in a recording
+    process.
     """
-    analyzers = strategy.analyzers
-    recorded = _recorded(strategy, names)
-    found = {
-        key: analyzers.getbyname(name).get_analysis()
-        for key, name in names.items()
-        if key != RECORDER
+    recorder = names[RECORDER]
+    return {
+        RECORDER: strategy.analyzers.getbyname(recorder).get_analysis(),
+        "analyzers": {
+            name: _jsonable(analyzer.get_analysis())
+            for name, analyzer in strategy.analyzers.getitems()
+            if name != recorder
+        },
     }
-    found.update(recorded["derived"])
+
+
+def _sources(finished: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """Each metric source's analysis (keyed as in :func:`_wanted_analyzers`, plus
+    ``equity``, the recorder's): from its analyzer, or derived from the recorder's columns.
+    """
+    recorded = finished[RECORDER]
+    analyses = finished["analyzers"]
+    found = {key: analyses[name] for key, name in names.items() if key != RECORDER}
+    if "drawdown" not in found:
+        found["drawdown"] = _drawdown_of(recorded["value"])
+    if "trades" not in found:
+        found["trades"] = _trade_analysis_of(recorded["trade_notes"])
     if "returns" not in found or "sharpe" not in found:
         derived = _derived(recorded)
         found.setdefault("returns", derived["returns"])
@@ -974,13 +1133,13 @@ def compute_metrics(strategy: Any, names: Mapping[str, str]) -> dict[str, float]
     A source missing from ``names`` was derived after the run with backtrader's formulas
     (see :func:`_ensure_analyzers`).
     """
-    return _metrics(_sources(strategy, names))
+    return _metrics(_sources(_finished(strategy, names), names))
 
 
 def _metrics(sources: Mapping[str, Any]) -> dict[str, float]:
     metrics: dict[str, float | None] = {}
     equity = sources["equity"]
-    if equity["value"]:
+    if len(equity["value"]):
         metrics["final_value"] = _finite(equity["value"][-1])
         metrics["exposure"] = equity["exposure"]
     returns = sources["returns"]
@@ -1010,13 +1169,10 @@ def _metrics(sources: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _analyzers_document(
-    strategy: Any, names: Mapping[str, str], sources: Mapping[str, Any]
+    finished: Mapping[str, Any], names: Mapping[str, str], sources: Mapping[str, Any]
 ) -> dict[str, Any]:
-    document = {}
-    for name, analyzer in strategy.analyzers.getitems():
-        # The recorder's columns are stored as the equity curve and the trades instead.
-        if name != names[RECORDER]:
-            document[name] = _jsonable(analyzer.get_analysis())
+    # The recorder's columns are stored as the equity curve and the trades instead.
+    document = dict(finished["analyzers"])
     # Derived outputs sit where the analyzer's would have, so the document keeps its shape.
     for wanted in _wanted_analyzers():
         if wanted.key not in names:
@@ -1031,12 +1187,11 @@ def _micros(nums: Sequence[float] | Any) -> Any:
     return np.round((np.asarray(nums, dtype="float64") - _EPOCH_ORDINAL) * 86_400e6).astype("int64")
 
 
-def _equity_table(strategy: Any, names: Mapping[str, str]) -> pa.Table:
+def _equity_table(equity: Mapping[str, Any]) -> pa.Table:
     # Arrow tables straight from the recorder's lists: pandas' conversion would cost more
     # than writing the file.
     import pyarrow as pa
 
-    equity = _recorded(strategy, names)
     return pa.table(
         {
             "time": pa.array(_micros(equity["datetime"]), type=pa.timestamp("us")),
@@ -1060,10 +1215,10 @@ _TRADE_TYPES = {
 }
 
 
-def _trades_table(strategy: Any, names: Mapping[str, str]) -> pa.Table:
+def _trades_table(equity: Mapping[str, Any]) -> pa.Table:
     import pyarrow as pa
 
-    rows = _recorded(strategy, names)["closed_trades"]
+    rows = equity["closed_trades"]
     columns: dict[str, Any] = {}
     for column, kind in _TRADE_TYPES.items():
         values = [row[column] for row in rows]
@@ -1075,22 +1230,20 @@ def _trades_table(strategy: Any, names: Mapping[str, str]) -> pa.Table:
 
 
 def _outputs(
-    strategy: Any, names: Mapping[str, str], artifacts: ArtifactStore
+    finished: Mapping[str, Any], names: Mapping[str, str], artifacts: ArtifactStore
 ) -> tuple[dict[str, float], list[ArtifactRef]]:
-    """Metrics and stored output artifacts of one finished strategy (or OptReturn)."""
-    sources = _sources(strategy, names)
+    """Metrics and stored output artifacts of one finished run (see :func:`_finished`)."""
+    sources = _sources(finished, names)
     metrics = _metrics(sources)
+    equity = finished[RECORDER]
     refs = [
         put_frame(
-            artifacts,
-            _equity_table(strategy, names),
-            kind="equity_curve",
-            name="equity_curve.parquet",
+            artifacts, _equity_table(equity), kind="equity_curve", name="equity_curve.parquet"
         ),
-        put_frame(artifacts, _trades_table(strategy, names), kind="trades", name="trades.parquet"),
+        put_frame(artifacts, _trades_table(equity), kind="trades", name="trades.parquet"),
         put_json(
             artifacts,
-            _analyzers_document(strategy, names, sources),
+            _analyzers_document(finished, names, sources),
             kind="analyzers",
             name="analyzers.json",
         ),
@@ -1116,6 +1269,14 @@ class BacktraderAdapter:
     tests and applications may pass ``tracker``, ``artifacts`` and ``observer`` instead.
     ``store_inputs`` also stores each feed's data as Parquet; ``capture_code`` stores the
     strategy's source.
+
+    ``background`` (default: on for a workspace on disk) records single runs in a
+    recording process (:mod:`quantrack.engines._background`) on another core, so the
+    backtest does not wait for the database and the files: ``run`` returns as soon as
+    backtrader does. Reads of the workspace from this process wait for the runs sent
+    before them, and the interpreter's exit waits for all; :meth:`flush` waits by hand
+    (before another process reads the workspace, say). ``background=False`` records
+    before ``run`` returns. Sweeps are always recorded in this process.
     """
 
     def __init__(
@@ -1127,8 +1288,15 @@ class BacktraderAdapter:
         observer: BatchObserver | None = None,
         store_inputs: bool = False,
         capture_code: bool = True,
+        background: bool | None = None,
     ) -> None:
         given = [p for p in (tracker, artifacts, observer) if p is not None]
+        if background and (given or (workspace is not None and workspace.path is None)):
+            raise ValueError(
+                "background recording needs a workspace on disk (the recording process "
+                "opens it), not explicit ports or an in-memory workspace; pass "
+                "background=False or open_workspace(path)"
+            )
         if workspace is not None and given:
             raise ValueError("pass either a workspace or explicit ports, not both")
         if given and (tracker is None or artifacts is None):
@@ -1142,6 +1310,38 @@ class BacktraderAdapter:
         self._observer = observer
         self.store_inputs = store_inputs
         self.capture_code = capture_code
+        self.background = background
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every run this process sent to the recording process is recorded.
+
+        Returns False when ``timeout`` (seconds) passed first. Without background
+        recording there is nothing to wait for.
+        """
+        from quantrack.engines._background import recording_process
+
+        return recording_process().drain(timeout=timeout)
+
+    def _recording_process(self) -> RecordingProcess | None:
+        """The recording process to record single runs in, or None to record here."""
+        if self.background is False or self._workspace is None:
+            return None
+        from quantrack.adapters.duckdb import DuckDBExperimentTracker
+        from quantrack.engines._background import recording_process
+
+        workspace = self._workspace
+        on_disk = workspace.path is not None and isinstance(
+            workspace.tracker, DuckDBExperimentTracker
+        )
+        if not on_disk:
+            if self.background:
+                raise ValueError(
+                    "background recording needs a workspace on disk (open_workspace(path)); "
+                    "this one lives in memory: pass background=False"
+                )
+            return None
+        # Once the process is lost (or where none can run) it records here, in order.
+        return recording_process()
 
     def best(self, batch_id: str, *, metric: str = "sharpe", n: int = 1) -> list[Experiment]:
         """The ``n`` completed runs of the sweep ``batch_id`` with the best ``metric``, best
@@ -1240,7 +1440,7 @@ class BacktraderAdapter:
         else:  # backtrader runs its base Strategy when none was added
             combinations = [((bt.Strategy, (), {}),)]
         # Clashing caller params are the caller's mistake: say so before running anything.
-        probe = _Spec(name, "", caller, [], {}, {}, (), Provenance(), (), (), "", None)
+        probe = _Description(name, caller_params=caller)
         for combination in combinations:
             probe.params(combination)
 
@@ -1260,9 +1460,8 @@ class BacktraderAdapter:
         with guard:
             names = guard.attempt(_ensure_analyzers, cerebro)
 
-            def describe() -> _Spec:
-                return self._spec(
-                    guard,
+            def describe() -> _Description:
+                return self._describe(
                     cerebro,
                     combinations[0],
                     name,
@@ -1278,14 +1477,18 @@ class BacktraderAdapter:
                 return self._run_single(
                     guard, cerebro, describe, names, combinations[0], run_kwargs
                 )
-            spec = guard.attempt(describe)
+            described = guard.attempt(describe)
+            spec = None
+            if described is not None:
+                spec = guard.attempt(
+                    _stored, described, guard.artifacts, store_inputs=self.store_inputs
+                )
             if spec is None or names is None:
                 return cerebro.run(**run_kwargs)
             return self._run_sweep(guard, cerebro, spec, names, combinations, run_kwargs)
 
-    def _spec(
+    def _describe(
         self,
-        guard: RecordingGuard,
         cerebro: Any,
         combination: Sequence[tuple[Any, Any, Any]],
         name: str,
@@ -1296,142 +1499,94 @@ class BacktraderAdapter:
         *,
         run_kwargs: Mapping[str, Any],
         reproduces: str | None,
-    ) -> _Spec:
-        inputs: list[ArtifactRef] = []
-        feed_refs: list[tuple[str | None, str | None, str | None]] = []
-        for position, data in enumerate(cerebro.datas):
-            feed_name = data._name or f"data{position}"
-            source = _source_of(data)
-            payload = _fingerprint_bytes(source)
-            if payload is None:
-                feed_refs.append((None, None, None))
-                continue
-            fingerprint = guard.artifacts.put(
-                payload,
-                kind="input",
-                media_type=JSON_MEDIA_TYPE,
-                name=f"{feed_name}.fingerprint.json",
-            )
-            inputs.append(fingerprint)
-            stored_id: str | None = None
-            if self.store_inputs:
-                if isinstance(source, Path):
-                    raw, media = source.read_bytes(), "text/csv"
-                    stored_name = source.name
-                else:
-                    raw, media = frame_to_parquet(source), PARQUET_MEDIA_TYPE
-                    stored_name = f"{feed_name}.parquet"
-                stored = guard.artifacts.put(
-                    raw, kind="input_data", media_type=media, name=stored_name
-                )
-                inputs.append(stored)
-                stored_id = stored.id
-            file_name = display_name(source.name) if isinstance(source, Path) else None
-            feed_refs.append((fingerprint.id, stored_id, file_name))
+    ) -> _Description:
+        sources = [_source_of(data) for data in cerebro.datas]
         strategy_cls = combination[0][0]
-        provenance, code = self._origin(guard, strategy_cls)
+        code: CodePlan | None = None
+        if self.capture_code:
+            try:
+                code = find_code(strategy_cls)
+            except Exception as exc:
+                # A bad strategy.yaml must not cost the run its record: keep it, without code.
+                _log.warning("backtrader.code_capture_failed", error=describe_exception(exc))
         try:
-            recipe = put_json(
-                guard.artifacts,
-                _recipe(cerebro, combination, feed_refs, run_kwargs),
-                kind=RECIPE_KIND,
-                name="recipe.json",
-            )
-            code = (*code, recipe)
+            recipe: dict[str, Any] | None = _recipe(cerebro, combination, sources, run_kwargs)
         except Exception as exc:
             # Without a recipe the run cannot be reproduced, but it is still worth keeping.
             _log.warning("backtrader.recipe_failed", error=describe_exception(exc))
-        return _Spec(
+            recipe = None
+        return _Description(
             name=name,
             strategy=_qualified(strategy_cls),
             caller_params=caller,
             feeds=[_feed_info(data, i) for i, data in enumerate(cerebro.datas)],
             broker=_broker_info(cerebro),
             sizers=_sizer_info(cerebro),
-            inputs=tuple(inputs),
-            provenance=provenance,
+            sources=[
+                (data._name or f"data{position}", source)
+                for position, (data, source) in enumerate(zip(cerebro.datas, sources, strict=True))
+            ],
+            recipe=recipe,
             code=code,
+            entry_point=current_entry_point(),
+            cwd=os.getcwd(),
             tags=tags,
             description=description,
             seed=seed,
             reproduces=reproduces,
         )
 
-    def _origin(
-        self, guard: RecordingGuard, strategy_cls: type
-    ) -> tuple[Provenance, tuple[ArtifactRef, ...]]:
-        """Provenance, and the strategy's captured code when ``capture_code`` is on."""
-        version = str(bt.__version__)
-        try:
-            provenance, captured = capture_origin(
-                guard.artifacts,
-                strategy_cls if self.capture_code else None,
-                engine=ENGINE,
-                engine_version=version,
-                modules=("backtrader",),
-            )
-        except Exception as exc:
-            # A bad strategy.yaml must not cost the run its record: keep it, without code.
-            _log.warning("backtrader.code_capture_failed", error=describe_exception(exc))
-            return collect_provenance(engine=ENGINE, engine_version=version), ()
-        return provenance, captured.refs if captured is not None else ()
-
     def _run_single(
         self,
         guard: RecordingGuard,
         cerebro: Any,
-        describe: Callable[[], _Spec],
+        describe: Callable[[], _Description],
         names: Mapping[str, str] | None,
         combination: Sequence[tuple[Any, Any, Any]],
         run_kwargs: Mapping[str, Any],
     ) -> Any:
-        """One run, recorded with :func:`~quantrack.services.recording.track`.
+        """One run, recorded by :func:`_open_recorded` and :func:`_close_recorded`.
 
-        Describing the run (fingerprints, provenance, code capture) and moving it to
-        running are done by a helper thread while backtrader runs: that work waits on git
-        and the database, not on Python, so the backtest barely notices it.
+        In the recording process when there is one; else here, with the opening done by a
+        helper thread while backtrader runs (that work mostly waits on git and the
+        database, not on Python).
         """
-        opened: dict[str, Any] = {}
+        described = guard.attempt(describe)
+        if described is None or names is None:
+            return cerebro.run(**run_kwargs)
+        start = _RunStart(
+            described, described.params(combination), new_id(), store_inputs=self.store_inputs
+        )
+        process = guard.attempt(self._recording_process)
+        if process is not None and self._workspace is not None:
+            workspace = self._workspace
+            process.submit(workspace, _open_job, start)
+            try:
+                result = cerebro.run(**run_kwargs)
+            except BaseException as exc:
+                process.submit(workspace, _close_job, start, RunEnd.of(exc), None, names)
+                raise
+            finished = guard.attempt(_finished, result[0], names) if result else None
+            process.submit(workspace, _close_job, start, RunEnd(), finished, names)
+            return result
 
-        def open_run() -> None:
-            spec = describe()
-            recording = track(
-                guard.tracker, guard.artifacts, spec.definition(spec.params(combination))
-            )
-            run = recording.__enter__()
-            opened.update(recording=recording, run=run)
-            for ref in spec.code:
-                run.add_artifact(ref)
-
+        opened: list[Run | None] = []
         helper = threading.Thread(
-            target=guard.attempt, args=(open_run,), name="quantrack-open-run", daemon=True
+            target=lambda: opened.append(guard.attempt(_open_recorded, guard, start)),
+            name="quantrack-open-run",
+            daemon=True,
         )
         helper.start()
         try:
             result = cerebro.run(**run_kwargs)
         except BaseException as exc:
             helper.join()
-            if "recording" in opened:
-                # track() stores the failure (or the cancellation) and does not swallow it.
-                guard.attempt(opened["recording"].__exit__, type(exc), exc, exc.__traceback__)
+            _close_recorded(guard, opened[0], start, RunEnd.of(exc), None, names)
             raise
         helper.join()
-        if "recording" in opened:
-            if names is not None:
-                guard.attempt(self._collect_single, guard, opened["run"], result, names)
-            guard.attempt(opened["recording"].__exit__, None, None, None)
+        finished = guard.attempt(_finished, result[0], names) if result else None
+        _close_recorded(guard, opened[0], start, RunEnd(), finished, names)
         return result
-
-    @staticmethod
-    def _collect_single(
-        guard: RecordingGuard, run: Run, result: Sequence[Any], names: Mapping[str, str]
-    ) -> None:
-        if not result:
-            return
-        metrics, refs = _outputs(result[0], names, guard.artifacts)
-        run.log_metrics(metrics)
-        for ref in refs:
-            run.add_artifact(ref)
 
     def _run_sweep(
         self,
@@ -1451,10 +1606,10 @@ class BacktraderAdapter:
                     if plain not in values:
                         values.append(plain)
         batch = Batch(
-            name=spec.name,
+            name=spec.described.name,
             total=len(combinations),
-            params={"engine": ENGINE, "strategy": spec.strategy, "grid": grid},
-            tags=spec.tags,
+            params={"engine": ENGINE, "strategy": spec.described.strategy, "grid": grid},
+            tags=spec.described.tags,
         )
         sweep = _Sweep(batch=start_batch(batch), created_at=utcnow())
         guard.observer.on_batch_started(sweep.batch)
@@ -1494,7 +1649,7 @@ class BacktraderAdapter:
         combinations: list[Any],
         result: list[Any],
     ) -> None:
-        params = spec.params(combinations[index])
+        params = spec.described.params(combinations[index])
         definition = spec.definition(params, batch_id=sweep.batch.id, batch_index=index)
         experiment = new_experiment(definition, now=sweep.created_at)
         if not result:
@@ -1527,11 +1682,12 @@ class BacktraderAdapter:
                 now=_utc(failure.wall_stop),
             )
         else:
-            recorded = _recorded(result[0], names)
+            finished = _finished(result[0], names)
+            recorded = finished[RECORDER]
             experiment = transition(
                 experiment, ExperimentStatus.RUNNING, now=_utc(recorded["wall_start"])
             )
-            metrics, refs = _outputs(result[0], names, guard.artifacts)
+            metrics, refs = _outputs(finished, names, guard.artifacts)
             refs[:0] = spec.code
             experiment = attach_results(
                 experiment, ExperimentResults(metrics=metrics, artifacts=tuple(refs))
@@ -1552,7 +1708,9 @@ class BacktraderAdapter:
         """The sweep itself broke: its unfinished combinations fail with that error."""
         for index in range(sweep.next_index, len(combinations)):
             definition = spec.definition(
-                spec.params(combinations[index]), batch_id=sweep.batch.id, batch_index=index
+                spec.described.params(combinations[index]),
+                batch_id=sweep.batch.id,
+                batch_index=index,
             )
             experiment = new_experiment(definition, now=sweep.created_at)
             experiment = transition(experiment, ExperimentStatus.RUNNING)
@@ -1593,3 +1751,82 @@ def _finish_item(guard: RecordingGuard, sweep: _Sweep, index: int, experiment: E
 
 def _utc(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+
+
+# -- recording one run, here or in the recording process ---------------------------------
+
+
+@dataclass(frozen=True)
+class _RunStart:
+    """What recording a single run needs from before it ran, as plain data."""
+
+    described: _Description
+    params: dict[str, Any]
+    experiment_id: str
+    store_inputs: bool = False
+
+
+def _open_recorded(guard: RecordingGuard, start: _RunStart) -> Run:
+    """Store the run's description and move it to running."""
+    spec = _stored(start.described, guard.artifacts, store_inputs=start.store_inputs)
+    run = open_run(
+        guard.tracker,
+        guard.artifacts,
+        spec.definition(start.params),
+        experiment_id=start.experiment_id,
+    )
+    for ref in spec.code:
+        run.add_artifact(ref)
+    return run
+
+
+def _close_recorded(
+    guard: RecordingGuard,
+    run: Run | None,
+    start: _RunStart,
+    end: RunEnd,
+    finished: Mapping[str, Any] | None,
+    names: Mapping[str, str],
+) -> None:
+    """Store the run's metrics and outputs and end it as ``end`` says.
+
+    ``run`` is None when opening it failed or happened in a process that is gone: it is
+    opened first. A failure to build the outputs still ends the run (without them).
+    """
+    if run is None:
+        run = guard.attempt(_open_recorded, guard, start)
+        if run is None:
+            return
+    if finished is not None:
+        outputs = guard.attempt(_outputs, finished, names, guard.artifacts)
+        if outputs is not None:
+            metrics, refs = outputs
+            run.log_metrics(metrics)
+            for ref in refs:
+                run.add_artifact(ref)
+    guard.attempt(close_run, guard.tracker, run, end)
+
+
+#: Runs the recording process has opened and not yet closed, by experiment id.
+_open_runs: dict[str, tuple[RecordingGuard, Run | None]] = {}
+
+
+def _open_job(workspace: Workspace, start: _RunStart) -> None:
+    """In the recording process: open the run while the backtest runs."""
+    guard = RecordingGuard.for_workspace(workspace, engine=ENGINE, label=start.described.name)
+    _open_runs[start.experiment_id] = (guard, guard.attempt(_open_recorded, guard, start))
+
+
+def _close_job(
+    workspace: Workspace,
+    start: _RunStart,
+    end: RunEnd,
+    finished: Mapping[str, Any] | None,
+    names: Mapping[str, str],
+) -> None:
+    """In the recording process: record the finished run; spool it if that fails."""
+    guard, run = _open_runs.pop(start.experiment_id, (None, None))
+    if guard is None:
+        guard = RecordingGuard.for_workspace(workspace, engine=ENGINE, label=start.described.name)
+    with guard:
+        _close_recorded(guard, run, start, end, finished, names)

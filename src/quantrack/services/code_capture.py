@@ -147,7 +147,7 @@ def capture_code(store: ArtifactStore, target: object) -> CapturedCode:
     and kept on the result; nothing here fails a run except a malformed ``strategy.yaml``
     or a ``target`` that names a missing file, which are the caller's mistakes.
     """
-    plan = find_code(target)
+    plan = target if isinstance(target, CodePlan) else find_code(target)
     for warning in plan.warnings:
         _log.warning("code capture: " + warning)
     refs = {

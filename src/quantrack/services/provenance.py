@@ -52,6 +52,7 @@ __all__ = [
     "capture_origin",
     "clear_provenance_cache",
     "collect_provenance",
+    "current_entry_point",
     "git_state",
     "package_versions",
 ]
@@ -123,7 +124,7 @@ def collect_provenance(
         python_version=_python_version(),
         platform=_platform(),
         hostname=_hostname(),
-        entry_point=entry_point if entry_point is not None else _entry_point(),
+        entry_point=entry_point if entry_point is not None else current_entry_point(),
         packages=package_versions(modules),
         code_hash=code_hash,
     )
@@ -137,13 +138,16 @@ def capture_origin(
     engine_version: str | None = None,
     modules: Iterable[str | ModuleType] = (),
     entry_point: str | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> tuple[Provenance, CapturedCode | None]:
     """Capture the code behind ``code_from`` into ``store`` and collect the provenance.
 
     The one call an engine adapter or :meth:`Workspace.track` makes per run: the
     provenance carries the captured code's ``code_hash``, the versions of the
     distributions the code imports (plus ``modules``), and the git state of the folder the
-    code was captured from (else of the current folder). ``code_from=None`` skips capture.
+    code was captured from (else of ``cwd``, by default the current folder).
+    ``code_from=None`` skips capture; a :class:`CodePlan` (from :func:`find_code`, maybe
+    in another process) is stored as found.
     """
     captured = capture_code(store, code_from) if code_from is not None else None
     imported = captured.packages if captured is not None else ()
@@ -153,7 +157,7 @@ def capture_origin(
         modules=(*imported, *modules),
         entry_point=entry_point,
         # The git state that matters is the code's, wherever the process was started.
-        cwd=captured.root if captured is not None else None,
+        cwd=captured.root if captured is not None else cwd,
         code_hash=captured.code_hash if captured is not None else None,
         git_cache_seconds=_ORIGIN_GIT_SECONDS if captured is not None else 2.0,
     )
@@ -362,7 +366,8 @@ def _hostname() -> str:
     return socket.gethostname()
 
 
-def _entry_point() -> str | None:
+def current_entry_point() -> str | None:
+    """The file (else ``argv[0]``) the running program was started from."""
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if isinstance(path, str) and path:

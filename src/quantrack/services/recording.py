@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from quantrack.domain import (
     ArtifactRef,
+    ErrorCategory,
     ExperimentDefinition,
     ExperimentResults,
     ExperimentStatus,
@@ -22,7 +24,7 @@ from quantrack.domain import (
 from quantrack.domain.models import Experiment
 from quantrack.ports import ArtifactStore, ExperimentTracker
 
-__all__ = ["Run", "describe_exception", "track"]
+__all__ = ["Run", "RunEnd", "close_run", "describe_exception", "open_run", "track"]
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -101,6 +103,68 @@ class Run:
         return ExperimentResults(metrics=self._metrics, artifacts=tuple(self._refs))
 
 
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended, as plain data: what :func:`close_run` records.
+
+    Plain so that the end of a run can be recorded somewhere other than where the run
+    happened (an engine adapter's background recording process): :meth:`of` turns the
+    exception that ended a run into one where the exception still exists.
+    """
+
+    status: ExperimentStatus = ExperimentStatus.COMPLETED
+    error: str | None = None
+    category: ErrorCategory | None = None
+    trace: str | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> RunEnd:
+        """Failed (with the message, category and traceback) for an ``Exception``;
+        cancelled for anything else (``KeyboardInterrupt``, ``SystemExit``).
+        """
+        if isinstance(exc, Exception):
+            return cls(
+                ExperimentStatus.FAILED,
+                error=describe_exception(exc),
+                category=categorize_error(exc),
+                trace="".join(traceback.format_exception(exc)),
+            )
+        return cls(ExperimentStatus.CANCELLED, error=describe_exception(exc))
+
+
+def open_run(
+    tracker: ExperimentTracker,
+    artifacts: ArtifactStore,
+    definition: ExperimentDefinition,
+    *,
+    experiment_id: str | None = None,
+) -> Run:
+    """Create the experiment, move it to running and return the handle to log into."""
+    with tracker.session():
+        experiment = tracker.create_experiment(definition, experiment_id=experiment_id)
+        experiment = tracker.update_status(experiment.id, ExperimentStatus.RUNNING)
+    return Run(experiment, artifacts)
+
+
+def close_run(tracker: ExperimentTracker, run: Run, end: RunEnd) -> None:
+    """Store what ``run`` logged and move it to ``end``'s status, in one unit of work.
+
+    A failed run also gets its traceback as a ``diagnostics`` artifact.
+    """
+    if end.trace is not None:
+        run.log_artifact(
+            end.trace.encode("utf-8"),
+            kind="diagnostics",
+            media_type="text/plain",
+            name="traceback.txt",
+        )
+    with tracker.session():
+        tracker.store_results(run.id, run._results())
+        run._experiment = tracker.update_status(
+            run.id, end.status, error=end.error, error_category=end.category
+        )
+
+
 @contextmanager
 def track(
     tracker: ExperimentTracker,
@@ -119,56 +183,16 @@ def track(
     If recording that failure itself fails, the body's exception is still the one raised,
     with a note saying what could not be recorded.
     """
-    with tracker.session():
-        experiment = tracker.create_experiment(definition, experiment_id=experiment_id)
-        experiment = tracker.update_status(experiment.id, ExperimentStatus.RUNNING)
-    run = Run(experiment, artifacts)
+    run = open_run(tracker, artifacts, definition, experiment_id=experiment_id)
     try:
         yield run
-    except Exception as exc:
-        _record_or_note(_finish_failed, tracker, run, exc)
-        raise
     except BaseException as exc:
-        _record_or_note(_finish_cancelled, tracker, run, exc)
+        # The body's own exception is what the caller must see, unchanged: a storage
+        # problem while recording the failure is attached to it as a note instead.
+        try:
+            close_run(tracker, run, RunEnd.of(exc))
+        except Exception as problem:
+            exc.add_note(f"quantrack could not record this failure: {describe_exception(problem)}")
         raise
     else:
-        with tracker.session():
-            tracker.store_results(run.id, run._results())
-            run._experiment = tracker.update_status(run.id, ExperimentStatus.COMPLETED)
-
-
-def _record_or_note(
-    finish: Callable[[ExperimentTracker, Run, BaseException], None],
-    tracker: ExperimentTracker,
-    run: Run,
-    exc: BaseException,
-) -> None:
-    # The body's own exception is what the caller must see, unchanged: a storage problem
-    # while recording the failure is attached to it as a note instead of replacing it.
-    try:
-        finish(tracker, run, exc)
-    except Exception as problem:
-        exc.add_note(f"quantrack could not record this failure: {describe_exception(problem)}")
-
-
-def _finish_cancelled(tracker: ExperimentTracker, run: Run, exc: BaseException) -> None:
-    with tracker.session():
-        tracker.store_results(run.id, run._results())
-        run._experiment = tracker.update_status(
-            run.id, ExperimentStatus.CANCELLED, error=describe_exception(exc)
-        )
-
-
-def _finish_failed(tracker: ExperimentTracker, run: Run, exc: BaseException) -> None:
-    trace = "".join(traceback.format_exception(exc))
-    run.log_artifact(
-        trace.encode("utf-8"), kind="diagnostics", media_type="text/plain", name="traceback.txt"
-    )
-    with tracker.session():
-        tracker.store_results(run.id, run._results())
-        run._experiment = tracker.update_status(
-            run.id,
-            ExperimentStatus.FAILED,
-            error=describe_exception(exc),
-            error_category=categorize_error(exc),
-        )
+        close_run(tracker, run, RunEnd())

@@ -77,6 +77,17 @@ _REAPER_LINGER = 10.0
 # Each Database attaches its file under its own name in the shared engine.
 _ALIASES = itertools.count()
 
+# Called with the file's path before a unit of work of this process that does not already
+# hold the file: an engine adapter's recording process (quantrack.engines._background)
+# registers a wait for the runs this process sent it, so a read here sees them.
+_before_units: list[Callable[[Path], None]] = []
+
+
+def wait_before_units(hook: Callable[[Path], None]) -> None:
+    """Call ``hook(path)`` before every unit of work that opens the file at ``path``."""
+    if hook not in _before_units:
+        _before_units.append(hook)
+
 
 class _Engine:
     """This process's DuckDB engine: an in-memory database that files are attached to.
@@ -211,6 +222,9 @@ class Database:
         no other thread can use the connection meanwhile, so nobody sees the
         intermediate states; a unit pays for one durable commit, not one per call.
         """
+        if not self._depth:
+            for hook in _before_units:
+                hook(self.path)
         with self._lock:
             if self._depth == 0 and self._con is not None and self._should_yield():
                 self._close()
@@ -317,6 +331,8 @@ class Database:
         DuckDB refuses two configurations of one file in a process, so the shared
         connection is closed first; inside a unit of work that is impossible.
         """
+        for hook in _before_units:
+            hook(self.path)
         with self._lock:
             if self._depth:
                 raise StorageError(
