@@ -137,6 +137,7 @@ class RecordingProcess:
                 except Exception as exc:
                     self._lost(f"the recording process could not be started ({exc!r})")
                     return
+                # The recording process waits for a busy file as long as this one would.
                 timeout = float(getattr(workspace.tracker, "timeout", 30.0))
                 # A sender thread writes to the socket: a write blocks while the recording
                 # process is busy, and the backtest must not wait for that.
@@ -154,6 +155,9 @@ class RecordingProcess:
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
+                # Its own session: Ctrl-C in the terminal interrupts the backtest, not
+                # the recording of the runs before it.
+                start_new_session=True,
             )
         finally:
             theirs.close()

@@ -54,7 +54,8 @@ _LOCK_HELD = re.compile(r"Conflicting lock is held in (?P<process>.*?) \(PID (?P
 # A retry first tries the lock file, which costs a few microseconds, and only opens the
 # database once it holds it; short pauses therefore cost nothing while they let a waiter
 # take the file within a millisecond or two of its holder letting go (a holder that
-# yields to a reader pays for every millisecond of that handover).
+# yields to a reader pays for every millisecond of that handover). Halving them saved
+# no time overall: on a busy machine the waiter's wake-ups slowed the holder as much.
 _FIRST_BACKOFF = 0.001
 _MAX_BACKOFF = 0.002
 # How often a holder that has let go checks whether the waiter has taken the file, and
@@ -201,8 +202,11 @@ class Database:
         # Rows read or written during the current outermost unit. Nobody else can change
         # the file meanwhile, so they stay true until the unit ends.
         self.cache: dict[object, Any] = {}
-        # Facts about the file that stay true while this connection holds it (no other
-        # process can write meanwhile); forgotten when it closes or a unit rolls back.
+        # Facts about the file that stay true while no other process writes to it (the
+        # next free seq, the metric names stored): kept while this process holds the
+        # file, and across letting go of it when it is found unchanged on reopening (the
+        # fingerprint check that skips the schema check); forgotten when a unit rolls
+        # back or the file changed meanwhile.
         self.held: dict[str, Any] = {}
         # Writes buffered during the current outermost unit, run just before it commits.
         self._before_commit: list[Callable[[duckdb.DuckDBPyConnection], None]] = []
@@ -429,8 +433,13 @@ class Database:
             # check of its schema (a statement, ~5% of a small unit of work): a file
             # another process migrated or wrote to has new headers (or a log).
             verified, self._verified = self._verified, None
-            if self._prepare is not None and (verified is None or self._fingerprint() != verified):
-                self._prepare(con)
+            if verified is None or self._fingerprint() != verified:
+                # Another process may have written: what this one knew may be stale (a
+                # writer handing the file to a reader and back keeps it: two statements
+                # fewer per handover).
+                self.held.clear()
+                if self._prepare is not None:
+                    self._prepare(con)
             self._prepared = True
         except BaseException:
             self._prepared = False
@@ -504,9 +513,19 @@ class Database:
             os.close(fd)
 
     def _announce_waiter(self, first_wait: float) -> None:
-        # Advisory only: without the file the holder still lets go once idle.
+        # Advisory only: without the file the holder still lets go once idle. Written in
+        # place on every retry, which also keeps its time fresh: truncating it to nothing
+        # and writing it again (write_text) cost up to 3-4 ms, since ext4 flushes such a
+        # file when it is closed; that stretched a retry's 1-2 ms pause to ~5 ms and put
+        # a disk write beside the holder's commits.
+        data = f"{os.getpid()} {first_wait}".encode()
         with contextlib.suppress(OSError):
-            self._waiting_file.write_text(f"{os.getpid()} {first_wait}")
+            fd = os.open(self._waiting_file, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
+            finally:
+                os.close(fd)
 
     def _forget_waiter(self) -> None:
         try:
@@ -516,7 +535,6 @@ class Database:
             pass  # another waiter owns or removed it
 
     def _close(self) -> None:
-        self.held.clear()
         if self._con is not None:
             con, self._con = self._con, None
             detached = self._let_go(con)
@@ -524,6 +542,8 @@ class Database:
             # written in between.
             if detached and self._prepared:
                 self._verified = self._fingerprint()
+            if self._verified is None:
+                self.held.clear()
             self._prepared = False
             self._drop_flock()
         self._wake.notify_all()
