@@ -308,6 +308,22 @@ def test_hostile_batch_names_round_trip(observer: PersistingObserver) -> None:
     assert observer.batch_items("hostile")[0].error == name
 
 
+def test_every_item_field_round_trips(observer: PersistingObserver) -> None:
+    """Each field of each item (nested and unicode params, errors, categories, missing
+    durations, attempts, reuse) reads back equal to what was sent.
+    """
+    batch = started(4, batch_id="fields")
+    observer.on_batch_started(batch)
+    sent = [
+        item(0, params={"window": 5, "grid": [1, 2.5], "note": 'é "q" \x00'}),
+        item(1, S.FAILED, error="boom ☃", error_category=ErrorCategory.TIMEOUT, attempt=2),
+        item(2, S.CANCELLED, duration_seconds=None, experiment_id=None),
+        item(3, reused=True, duration_seconds=0.25, params={"nested": {"b": 1, "a": None}}),
+    ]
+    feed(observer, batch, *sent)
+    assert observer.batch_items("fields") == sent
+
+
 def test_list_batches_since(observer: PersistingObserver) -> None:
     """Since keeps batches created at or after it; a naive since is read as UTC."""
     made = [started(1, at=at) for at in range(3)]

@@ -269,3 +269,79 @@ def test_equity_file_holds_float_columns_without_dictionaries(edge: Any) -> None
         assert not any("DICTIONARY" in e for e in meta.column(j).encodings), labels[j - 1]
     back = pq.read_table(io.BytesIO(data)).to_pandas()
     np.testing.assert_array_equal(back[labels].to_numpy(), np.asarray(edge.value()))
+
+
+def _stressed_portfolio(*, fillna_close: bool = True) -> Any:
+    """Columns whose value curves hit the kernel's corner cases: a short that keeps
+    losing, a cash balance small enough for vectorbt to snap to zero (a zero value, so
+    infinite and undefined returns), and, without price filling, missing prices while
+    holding (undefined returns in the middle of the curve).
+    """
+    index = pd.date_range("2020-01-01", periods=80, freq="D")
+    rng = np.random.default_rng(3)
+    price = 100 * np.exp(np.cumsum(rng.normal(0, 0.05, len(index))))
+    gappy = price.copy()
+    gappy[[5, 6, 20, 79]] = np.nan
+    columns = ["losing_short", "snapped_cash", "crossing", "gappy_long", "gappy_short"]
+    close = pd.DataFrame(
+        np.column_stack([price, price, price, gappy, gappy]), index=index, columns=columns
+    )
+    size = pd.DataFrame(np.nan, index=index, columns=columns)
+    size.iloc[0] = [-50, 1e-6, -20, np.nan, np.nan]
+    size.iloc[3] = [np.nan, np.nan, np.nan, 10, -10]
+    size.iloc[40] = [0, 0, 5, np.nan, 0]
+    size.iloc[60] = [np.nan, np.nan, 0, 0, 5]
+    return vbt.Portfolio.from_orders(
+        close,
+        size,
+        size_type="targetamount",
+        direction="both",
+        init_cash=[100, 1e-13, 100, 1_000, 1_000],
+        freq="1D",
+        fillna_close=fillna_close,
+    )
+
+
+@pytest.mark.parametrize("fillna_close", [True, False])
+def test_zero_negative_and_missing_values_equal_vectorbt_methods(fillna_close: bool) -> None:
+    """Snapped cash, a value at zero, undefined returns: every metric and value curve
+    equals vectorbt's, bit for bit.
+    """
+    pf = _stressed_portfolio(fillna_close=fillna_close)
+    n = pf.wrapper.shape_2d[1]
+    both = evaluate(pf, n, value=True)
+    _assert_equal_to_methods(both.metrics, _stressed_portfolio(fillna_close=fillna_close))
+    np.testing.assert_array_equal(both.value, np.asarray(pf.value(), dtype="float64"))
+    if not fillna_close:
+        assert pf.returns().isna().to_numpy().any()  # the case is really exercised
+
+
+def test_a_pending_evaluation_gives_the_same_result_as_evaluate(edge: Any) -> None:
+    """start_evaluation returns before the kernel ends; its result equals evaluate's and
+    asking twice gives the same object.
+    """
+    n = edge.wrapper.shape_2d[1]
+    with _vbt_metrics.start_evaluation(_edge_portfolio(), n, value=True) as pending:
+        first = pending.result()
+        assert pending.result() is first
+    assert first.metrics == evaluate(_edge_portfolio(), n).metrics
+
+
+def test_leaving_a_pending_evaluation_early_joins_its_threads() -> None:
+    """An error before result() still stops the kernel's worker threads on the way out."""
+    import threading
+
+    columns = 3 * _vbt_metrics._CHUNK
+    pf = _random_orders(columns)
+    with (
+        pytest.raises(RuntimeError, match="caller failed"),
+        _vbt_metrics.start_evaluation(pf, columns),
+    ):
+        raise RuntimeError("caller failed")
+    assert not [t for t in threading.enumerate() if t.name.startswith("quantrack-vbt")]
+
+
+def test_start_evaluation_refuses_an_unknown_metric_at_once(edge: Any) -> None:
+    """The name check happens before any thread starts."""
+    with pytest.raises(ValueError, match=r"unknown metric\(s\) 'sharpness'"):
+        _vbt_metrics.start_evaluation(edge, 1, only=["sharpness"])

@@ -69,7 +69,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise EngineNotInstalled("vectorbt", "vectorbt") from exc
 
 from quantrack.engines import _vbt_frames as frames
-from quantrack.engines._vbt_metrics import METRICS, ColumnAxis, column_axis, evaluate
+from quantrack.engines._vbt_metrics import METRICS, ColumnAxis, column_axis, start_evaluation
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -139,6 +139,63 @@ class _Prepared:
     code_refs: tuple[ArtifactRef, ...] = ()
     reproduces: str | None = None
     call: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """What a sweep's records are made of before its metrics are known: the batch as it
+    starts, and each column's label, run id, params and item result.
+    """
+
+    batch: Batch
+    labels: tuple[str, ...]
+    ids: tuple[str, ...]
+    rows: tuple[dict[str, Any], ...]
+    items: tuple[BatchItemResult, ...]
+    started_at: dt.datetime
+    completed_at: dt.datetime
+
+
+def _plan_sweep(
+    prepared: _Prepared,
+    axis: ColumnAxis,
+    *,
+    started_at: dt.datetime,
+    completed_at: dt.datetime,
+) -> _Sweep:
+    """The sweep's batch, ids, params and item events (see :class:`_Sweep`)."""
+    n = len(axis)
+    batch = Batch(
+        name=prepared.name,
+        total=n,
+        params=prepared.params,
+        tags=prepared.tags,
+        created_at=started_at,
+    )
+    # Ids drawn in the same millisecond differ in their 80 random bits.
+    ids = tuple(new_id() for _ in range(n))
+    shared_params = prepared.params
+    rows = tuple({**shared_params, **column} for column in axis.params)
+    duration = max((completed_at - started_at).total_seconds(), 0.0)
+    items = tuple(
+        BatchItemResult(
+            index=i,
+            experiment_id=ids[i],
+            params=rows[i],
+            status=ExperimentStatus.COMPLETED,
+            duration_seconds=duration,
+        )
+        for i in range(n)
+    )
+    return _Sweep(
+        batch=start_batch(batch, now=started_at),
+        labels=axis.labels,
+        ids=ids,
+        rows=rows,
+        items=items,
+        started_at=started_at,
+        completed_at=completed_at,
+    )
 
 
 class VectorbtAdapter:
@@ -484,11 +541,28 @@ class VectorbtAdapter:
             axis = column_axis(pf, single_params_from_index=False)
         n = len(axis)
         # One pass over the bars gives the metrics and, when they are stored, the curves.
-        evaluation = evaluate(pf, n, value=equity)
+        # It runs on worker threads (its numba kernel releases the GIL) while this thread
+        # does everything that does not need its results, so on two cores the metrics
+        # add little to the time of the sweep's own bookkeeping.
+        with start_evaluation(pf, n, value=equity) as pending:
+            if prepared.provenance is None:
+                prepared.input_refs = tuple(self._input_refs(store, prepared.inputs))
+                prepared.provenance, prepared.code_refs = _origin(store, code)
+            trades_ref = None
+            if trades:
+                trades_ref = store.put(
+                    frames.table_bytes(frames.trades_table(pf, axis.labels)),
+                    kind="trades",
+                    media_type=PARQUET_MEDIA_TYPE,
+                    name=f"{prepared.name}.trades.parquet",
+                )
+            sweep = (
+                _plan_sweep(prepared, axis, started_at=started_at, completed_at=completed_at)
+                if n > 1
+                else None
+            )
+            evaluation = pending.result()
         metrics = evaluation.metrics
-        if prepared.provenance is None:
-            prepared.input_refs = tuple(self._input_refs(store, prepared.inputs))
-            prepared.provenance, prepared.code_refs = _origin(store, code)
         inputs = prepared.input_refs
         provenance = prepared.provenance
         shared: dict[str, ArtifactRef] = {}
@@ -499,13 +573,8 @@ class VectorbtAdapter:
                 media_type=PARQUET_MEDIA_TYPE,
                 name=f"{prepared.name}.equity.parquet",
             )
-        if trades:
-            shared["trades"] = store.put(
-                frames.table_bytes(frames.trades_table(pf, axis.labels)),
-                kind="trades",
-                media_type=PARQUET_MEDIA_TYPE,
-                name=f"{prepared.name}.trades.parquet",
-            )
+        if trades_ref is not None:
+            shared["trades"] = trades_ref
         if allow_pickle:
             # vectorbt's own serializer (dill): the plain pickle module cannot hold the
             # Portfolio's cached methods.
@@ -518,7 +587,7 @@ class VectorbtAdapter:
         per_part = [ref for kind, ref in shared.items() if kind in ("equity_curve", "trades")]
         whole = [*prepared.code_refs, *(ref for k, ref in shared.items() if k == "portfolio")]
 
-        if n == 1:
+        if sweep is None:
             row_params = {**prepared.params, **axis.params[0]}
             refs = (*whole, *(ref.model_copy(update={"part": axis.labels[0]}) for ref in per_part))
             row_metrics = {k: v[0] for k, v in metrics.items() if v[0] is not None}
@@ -560,16 +629,11 @@ class VectorbtAdapter:
         return self._write_sweep(
             guard,
             prepared,
-            axis.labels,
-            axis.params,
+            sweep,
             metrics,
-            inputs=inputs,
-            provenance=provenance,
             shared=shared,
             per_part=per_part,
             whole=whole,
-            started_at=started_at,
-            completed_at=completed_at,
             run_id=run_id,
         )
 
@@ -577,83 +641,61 @@ class VectorbtAdapter:
         self,
         guard: RecordingGuard,
         prepared: _Prepared,
-        labels: tuple[str, ...],
-        column_params: tuple[dict[str, Any], ...],
+        sweep: _Sweep,
         metrics: dict[str, tuple[float | None, ...]],
         *,
-        inputs: tuple[ArtifactRef, ...],
-        provenance: Provenance,
         shared: dict[str, ArtifactRef],
         per_part: list[ArtifactRef],
         whole: list[ArtifactRef],
-        started_at: dt.datetime,
-        completed_at: dt.datetime,
         run_id: str | None,
     ) -> RecordResult:
-        n = len(labels)
-        batch = Batch(
-            name=prepared.name,
-            total=n,
-            params=prepared.params,
-            tags=prepared.tags,
-            created_at=started_at,
-        )
+        n = len(sweep.ids)
         template = ExperimentDefinition(
             name=prepared.name,
             strategy=prepared.strategy,
             engine=ENGINE,
             params=prepared.params,
-            inputs=inputs,
-            provenance=provenance,
+            inputs=prepared.input_refs,
+            provenance=prepared.provenance,
             tags=prepared.tags,
             description=prepared.description,
-            batch_id=batch.id,
+            batch_id=sweep.batch.id,
             reproduces=prepared.reproduces,
         )
-        # Ids drawn in the same millisecond differ in their 80 random bits.
-        ids = tuple(new_id() for _ in range(n))
-        shared_params = prepared.params
-        rows = tuple({**shared_params, **column} for column in column_params)
         row_artifacts = (
             tuple(
                 tuple(ref.model_copy(update={"part": label}) for ref in per_part)
-                for label in labels
+                for label in sweep.labels
             )
             if per_part
             else None
         )
         records = FinishedExperiments(
             template=template,
-            ids=ids,
-            params=rows,
+            ids=sweep.ids,
+            params=sweep.rows,
             metrics=metrics,
             status=(ExperimentStatus.COMPLETED,) * n,
-            created_at=(started_at,) * n,
-            started_at=(started_at,) * n,
-            completed_at=(completed_at,) * n,
+            created_at=(sweep.started_at,) * n,
+            started_at=(sweep.started_at,) * n,
+            completed_at=(sweep.completed_at,) * n,
             artifacts=tuple(whole),
             row_artifacts=row_artifacts,
             batch_indexes=tuple(range(n)),
         )
         observer = guard.observer
-        batch = start_batch(batch, now=started_at)
-        observer.on_batch_started(batch)
-        duration = max((completed_at - started_at).total_seconds(), 0.0)
+        observer.on_batch_started(sweep.batch)
         # One unit of work for the runs and their item events: a persisting observer
         # buffers the events and writes them in bulk when the session commits.
+        batch = sweep.batch
         with guard.tracker.session():
             guard.tracker.record_finished(records)
-            for i in range(n):
-                item = BatchItemResult(
-                    index=i,
-                    experiment_id=ids[i],
-                    params=records.params[i],
-                    status=ExperimentStatus.COMPLETED,
-                    duration_seconds=duration,
-                )
+            for item in sweep.items:
+                # Each snapshot lives for its one event: 10,000 of them kept alive for the
+                # whole recording made a full garbage collection (0.2 s) twice as likely.
                 batch = record_item(batch, item)
                 observer.on_item_finished(batch, item)
-        batch = finish_batch(batch, now=completed_at)
+        batch = finish_batch(batch, now=sweep.completed_at)
         observer.on_batch_finished(batch)
         if run_id is not None:
             with guard.tracker.session():
@@ -661,7 +703,7 @@ class VectorbtAdapter:
                     run_id, ExperimentResults(artifacts=tuple(shared.values()))
                 )
                 guard.tracker.update_status(run_id, ExperimentStatus.COMPLETED)
-        return RecordResult(ids, batch.id, run_id, labels, shared)
+        return RecordResult(sweep.ids, batch.id, run_id, sweep.labels, shared)
 
     def _input_refs(
         self, store: ArtifactStore, inputs: list[tuple[str, InputLike]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -39,11 +40,12 @@ _ITEM_COLUMNS = (
 # Buffered item events of the current unit of work, in the shared connection's cache (a
 # tuple key cannot collide with the tracker's experiment ids).
 _PENDING = ("quantrack", "observer.pending")
-_INSERT_ITEMS = (
-    f"INSERT INTO qt_batch_items (batch_id, {_ITEM_COLUMNS}) SELECT ?, unnest(?::BIGINT[]), "
-    "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
-    "unnest(?::VARCHAR[]), unnest(?::DOUBLE[]), unnest(?::BIGINT[]), unnest(?::BOOLEAN[])"
-)
+# The Arrow table of buffered items, while it is being inserted.
+_NEW_ITEMS = "qt_new_batch_items"
+# Compact, key-sorted JSON: canonical_json's text for a value already in canonical form.
+_encode_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
+).encode
 
 
 @dataclass
@@ -218,24 +220,50 @@ class DuckDBBatchObserver:
 def _write(con: duckdb.DuckDBPyConnection, pending: dict[str, _Pending]) -> None:
     """One insert of each batch's buffered items and one update of its counts."""
     for batch_id, state in pending.items():
-        items = state.items
-        con.execute(
-            _INSERT_ITEMS,
-            [
-                batch_id,
-                [i.index for i in items],
-                [i.experiment_id for i in items],
-                [canonical_json(i.params) for i in items],
-                [i.status.value for i in items],
-                [i.error for i in items],
-                [i.error_category.value if i.error_category else None for i in items],
-                [i.duration_seconds for i in items],
-                [i.attempt for i in items],
-                [i.reused for i in items],
-            ],
-        )
+        _insert_items(con, batch_id, state.items)
         _update(con, state.batch)
     pending.clear()
+
+
+def _insert_items(
+    con: duckdb.DuckDBPyConnection, batch_id: str, items: list[BatchItemResult]
+) -> None:
+    # An Arrow table is handed to DuckDB column by column; Python lists bound to
+    # `unnest(?)` are converted value by value, which took most of a sweep's commit.
+    # Imported here, as the tracker's bulk path does, so that opening a workspace (the
+    # CLI) does not pay for pyarrow.
+    import pyarrow as pa
+
+    n = len(items)
+    table = pa.table(
+        {
+            "batch_id": pa.array([batch_id] * n, pa.string()),
+            "index": pa.array([i.index for i in items], pa.int64()),
+            "experiment_id": pa.array([i.experiment_id for i in items], pa.string()),
+            # An item's params are canonical already (the model canonicalizes them), so
+            # encoding them is all canonical_json would do, minus its walk over values.
+            "params": pa.array([_encode_canonical(i.params) for i in items], pa.string()),
+            "status": pa.array([i.status.value for i in items], pa.string()),
+            "error": pa.array([i.error for i in items], pa.string()),
+            "error_category": pa.array(
+                [i.error_category.value if i.error_category else None for i in items], pa.string()
+            ),
+            "duration_seconds": pa.array([i.duration_seconds for i in items], pa.float64()),
+            "attempt": pa.array([i.attempt for i in items], pa.int64()),
+            "reused": pa.array([i.reused for i in items], pa.bool_()),
+        }
+    )
+    con.register(_NEW_ITEMS, table)
+    try:
+        con.execute(
+            f"INSERT INTO qt_batch_items (batch_id, {_ITEM_COLUMNS}) "
+            f"SELECT batch_id, {_ITEM_COLUMNS} FROM {_NEW_ITEMS}"
+        )
+    finally:
+        # After a failed statement the aborted transaction refuses even this; the next
+        # register() of the same name replaces the stale one.
+        with contextlib.suppress(duckdb.Error):
+            con.unregister(_NEW_ITEMS)
 
 
 def _item_keys(con: duckdb.DuckDBPyConnection, batch_id: str) -> set[tuple[int, int]]:
