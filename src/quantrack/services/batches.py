@@ -804,7 +804,9 @@ class _Runner:
         retry: list[_Flight] = []
         for flight in sorted(broken, key=lambda f: f.index):
             exitcode = self._marker_exitcode(flight)
-            if exitcode is not None and exitcode != -signal.SIGTERM:
+            # SIGTERM and a clean exit are the pool stopping a worker that was still
+            # running an item when another one broke the pool: that item is run again.
+            if exitcode is not None and exitcode not in (0, -signal.SIGTERM):
                 culprits += 1
                 message, category = _describe_death(exitcode)
                 self._fail(flight, message, category)
