@@ -1,4 +1,5 @@
-"""A hypothesis state machine drives every persisting batch observer through batches.
+"""A hypothesis state machine drives every persisting batch observer through batches, and
+the bulk lifecycle functions are held to the one-by-one ones they stand for.
 
 The runner's events are built with the domain's lifecycle functions where they are legal
 and by hand where they are not; a small model of each batch says what the observer must
@@ -7,12 +8,14 @@ then hold. One TestCase per entry of ``tests.adapters.OBSERVERS``.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
@@ -24,7 +27,14 @@ from quantrack.domain import (
     ExperimentStatus,
     LifecycleError,
 )
-from quantrack.domain.lifecycle import finish_batch, start_batch
+from quantrack.domain.batches import accept_item, accept_items
+from quantrack.domain.lifecycle import (
+    finish_batch,
+    record_item,
+    record_items,
+    start_batch,
+)
+from quantrack.ports import BatchItemsObserver
 from quantrack.workspace import PersistingObserver
 from tests.adapters import OBSERVERS
 from tests.property.settings import adapter_settings
@@ -135,6 +145,56 @@ class BatchLifecycle(RuleBasedStateMachine):
         else:
             self._refused(batch_id, lambda: self.observer.on_item_finished(event, result))
 
+    @rule(
+        batch_id=batches,
+        keys=st.lists(
+            st.tuples(
+                st.integers(min_value=0, max_value=4),
+                st.integers(min_value=1, max_value=2),
+                st.sampled_from([S.COMPLETED, S.FAILED, S.CANCELLED]),
+                st.sampled_from(list(ErrorCategory)),
+            ),
+            max_size=5,
+        ),
+    )
+    def items(
+        self,
+        batch_id: str,
+        keys: list[tuple[int, int, ExperimentStatus, ErrorCategory]],
+    ) -> None:
+        """Items sent in one bulk event are all counted when the model allows each in
+        turn, and all refused (changing nothing) when it refuses one.
+        """
+        expected = self.model[batch_id]
+        results = [
+            BatchItemResult(
+                index=index,
+                attempt=attempt,
+                status=status,
+                error="it broke" if status is S.FAILED else None,
+                error_category=category if status is S.FAILED else None,
+            )
+            for index, attempt, status, category in keys
+        ]
+        taken = set(expected.items)
+        allowed = not results or expected.status is B.RUNNING
+        for result in results:
+            key = (result.index, result.attempt)
+            if result.index >= expected.total or len(taken) >= expected.total or key in taken:
+                allowed = False
+            taken.add(key)
+        assert isinstance(self.observer, BatchItemsObserver)
+        event = self.observer.get_batch(batch_id)
+        if allowed:
+            self.observer.on_items_finished(event, results)
+            for result in results:
+                expected.items[(result.index, result.attempt)] = result.status
+                if result.error_category is not None:
+                    category = result.error_category
+                    expected.categories[category] = expected.categories.get(category, 0) + 1
+        else:
+            self._refused(batch_id, lambda: self.observer.on_items_finished(event, results))
+
     @rule(batch_id=batches, interrupted=st.booleans())
     def finish(self, batch_id: str, interrupted: bool) -> None:
         """A batch ends in the status its items earn; an early or second end is refused."""
@@ -231,3 +291,84 @@ def _test_case_for(name: str) -> type:
 
 for _name in sorted(OBSERVERS):
     globals()[f"TestBatchLifecycle_{_name}"] = _test_case_for(_name)
+
+
+# -- the bulk lifecycle functions give exactly what the one-by-one path gives -----------
+
+_ITEM = st.builds(
+    lambda index, attempt, status, category, reused: BatchItemResult(
+        index=index,
+        attempt=attempt,
+        status=status,
+        error="it broke" if status is S.FAILED else None,
+        error_category=category if status is S.FAILED else None,
+        reused=reused and status is S.COMPLETED,
+    ),
+    st.integers(min_value=0, max_value=6),
+    st.integers(min_value=1, max_value=2),
+    st.sampled_from([S.COMPLETED, S.FAILED, S.CANCELLED]),
+    st.sampled_from(list(ErrorCategory)),
+    st.booleans(),
+)
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> Batch:
+    """A batch in any status, some of its items already counted."""
+    total = draw(st.integers(min_value=0, max_value=6))
+    batch = Batch(name="sweep", total=total)
+    if draw(st.booleans()):
+        batch = start_batch(batch)
+        for item in draw(st.lists(_ITEM, max_size=total)):
+            with contextlib.suppress(LifecycleError):
+                batch = record_item(batch, item)
+        if draw(st.booleans()):
+            batch = finish_batch(batch, interrupted=True)
+    return batch
+
+
+def _outcome(fn: object) -> object:
+    """What ``fn()`` returns, or the type and message of the LifecycleError it raises."""
+    try:
+        return fn()  # type: ignore[operator]
+    except LifecycleError as exc:
+        return (type(exc), str(exc))
+
+
+def _fold_record(batch: Batch, items: list[BatchItemResult]) -> Batch:
+    for item in items:
+        batch = record_item(batch, item)
+    return batch
+
+
+@given(batch=_batches(), items=st.lists(_ITEM, max_size=8))
+def test_record_items_is_record_item_folded(batch: Batch, items: list[BatchItemResult]) -> None:
+    """record_items gives the batch (or the error) that folding record_item gives."""
+    folded = _outcome(lambda: _fold_record(batch, items))
+    bulk = _outcome(lambda: record_items(batch, items))
+    assert bulk == folded
+    if isinstance(bulk, Batch):
+        assert bulk.model_dump() == folded.model_dump()  # type: ignore[union-attr]
+
+
+@given(
+    batch=_batches(),
+    items=st.lists(_ITEM, max_size=8),
+    seen=st.sets(st.tuples(st.integers(0, 6), st.integers(1, 2)), max_size=4),
+)
+def test_accept_items_is_accept_item_folded(
+    batch: Batch, items: list[BatchItemResult], seen: set[tuple[int, int]]
+) -> None:
+    """accept_items gives the batch (or the error) that folding accept_item gives."""
+
+    def folded() -> Batch:
+        stored, keys = batch, set(seen)
+        for item in items:
+            key = (item.index, item.attempt)
+            stored = accept_item(stored, item, key in keys)
+            keys.add(key)
+        return stored
+
+    expected = _outcome(folded)
+    bulk = _outcome(lambda: accept_items(batch, items, frozenset(seen)))
+    assert bulk == expected

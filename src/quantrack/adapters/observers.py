@@ -5,6 +5,10 @@ observer that raises is logged once and detached; the batch and the other observ
 on. The batch runner is always handed a composite (see :func:`batch_observer`), so no
 other code catches observer errors.
 
+All of them have the :class:`~quantrack.ports.BatchItemsObserver` capability (many
+finished items in one event); the composite hands an observer without it one
+``on_item_finished`` per item instead (see :func:`notify_items_finished`).
+
 An ``on_batch_started`` for a batch an observer has already seen is a heartbeat or a
 resumption (the runner re-announces running batches periodically); the log and the
 progress bar do not report it again.
@@ -15,20 +19,35 @@ from __future__ import annotations
 import sys
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 import structlog
 
 from quantrack.domain import Batch, BatchItemResult, ExperimentStatus
-from quantrack.ports import BatchObserver
+from quantrack.ports import BatchItemsObserver, BatchObserver
 
 __all__ = [
     "CompositeBatchObserver",
     "LoggingBatchObserver",
     "ProgressBatchObserver",
     "batch_observer",
+    "notify_items_finished",
 ]
+
+
+def notify_items_finished(
+    observer: BatchObserver, batch: Batch, items: Sequence[BatchItemResult]
+) -> None:
+    """Tell ``observer`` that ``items`` finished (``batch`` already counts them all): in
+    one ``on_items_finished`` when it has the :class:`BatchItemsObserver` capability,
+    otherwise with one ``on_item_finished`` per item, in order, each with ``batch``.
+    """
+    if isinstance(observer, BatchItemsObserver):
+        observer.on_items_finished(batch, items)
+        return
+    for item in items:
+        observer.on_item_finished(batch, item)
 
 
 class CompositeBatchObserver:
@@ -70,6 +89,16 @@ class CompositeBatchObserver:
     def on_item_finished(self, batch: Batch, item: BatchItemResult) -> None:
         """Tell every attached observer that ``item`` finished."""
         self._fan_out("on_item_finished", batch.id, batch, item)
+
+    def on_items_finished(self, batch: Batch, items: Sequence[BatchItemResult]) -> None:
+        """Tell every attached observer that ``items`` finished: in one event each, or one
+        per item for an observer without the capability (:func:`notify_items_finished`).
+        """
+        for observer in self.observers:
+            try:
+                notify_items_finished(observer, batch, items)
+            except Exception as exc:
+                self._detach(observer, exc, "on_items_finished", batch.id)
 
     def on_batch_finished(self, batch: Batch) -> None:
         """Tell every attached observer that ``batch`` ended."""
@@ -124,13 +153,24 @@ class LoggingBatchObserver:
 
     def on_item_finished(self, batch: Batch, item: BatchItemResult) -> None:
         """Log one finished item."""
+        self._log_item(batch, item, batch.finished)
+
+    def on_items_finished(self, batch: Batch, items: Sequence[BatchItemResult]) -> None:
+        """Log each finished item, with the count of finished items it made, as
+        :meth:`on_item_finished` would have.
+        """
+        first = batch.finished - len(items) + 1
+        for finished, item in enumerate(items, start=first):
+            self._log_item(batch, item, finished)
+
+    def _log_item(self, batch: Batch, item: BatchItemResult, finished: int) -> None:
         fields: dict[str, Any] = {
             "batch_id": batch.id,
             "index": item.index,
             "status": item.status.value,
             "attempt": item.attempt,
             "experiment_id": item.experiment_id,
-            "finished": batch.finished,
+            "finished": finished,
             "total": batch.total,
         }
         if item.duration_seconds is not None:
@@ -224,6 +264,13 @@ class ProgressBatchObserver:
 
     def on_item_finished(self, batch: Batch, item: BatchItemResult) -> None:
         """Advance the bar."""
+        self._advance(batch)
+
+    def on_items_finished(self, batch: Batch, items: Sequence[BatchItemResult]) -> None:
+        """Advance the bar past all of ``items`` at once."""
+        self._advance(batch)
+
+    def _advance(self, batch: Batch) -> None:
         task = self._tasks.get(batch.id)
         if task is None or self._progress is None:
             return

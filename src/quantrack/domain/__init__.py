@@ -29,7 +29,7 @@ from quantrack.domain.errors import (
     WorkspaceUnwritable,
 )
 from quantrack.domain.hashing import JsonValue, canonical_json, canonical_params, config_hash
-from quantrack.domain.ids import new_id, utcnow
+from quantrack.domain.ids import new_id, new_ids, utcnow
 from quantrack.domain.models import (
     TERMINAL_BATCH_STATUSES,
     TERMINAL_STATUSES,
@@ -93,6 +93,7 @@ __all__ = [
     "categorize_error",
     "config_hash",
     "new_id",
+    "new_ids",
     "parse_where",
     "utcnow",
 ]

@@ -7,11 +7,13 @@ re-derived here from the items, never trusted from the event.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 from quantrack.domain.errors import InvalidTransition, LifecycleError
-from quantrack.domain.lifecycle import finish_batch, log_transition, record_item
+from quantrack.domain.lifecycle import finish_batch, log_transition, record_item, record_items
 from quantrack.domain.models import Batch, BatchItemResult, BatchStatus
 
-__all__ = ["accept_finish", "accept_item", "accept_start"]
+__all__ = ["accept_finish", "accept_item", "accept_items", "accept_start"]
 
 
 def accept_start(stored: Batch | None, incoming: Batch) -> Batch:
@@ -43,12 +45,36 @@ def accept_item(stored: Batch, item: BatchItemResult, seen: bool) -> Batch:
     """The batch to store once ``item`` finished; ``seen`` says the index and attempt
     were already recorded, which is refused.
     """
-    if seen:
-        raise LifecycleError(
-            f"item {item.index} (attempt {item.attempt}) of batch {stored.id} was already "
-            "recorded; a rerun is a new attempt"
-        )
-    return record_item(stored, item)
+    return accept_items(stored, (item,), {(item.index, item.attempt)} if seen else ())
+
+
+def accept_items(
+    stored: Batch, items: Sequence[BatchItemResult], seen: Collection[tuple[int, int]]
+) -> Batch:
+    """What a persisting observer stores once ``items`` finished: ``stored`` with them
+    counted (:func:`record_items`).
+
+    ``seen`` holds the (index, attempt) pairs already recorded; an item that repeats one
+    of them, or an earlier item of the same call, is refused with :class:`LifecycleError`
+    (as :func:`accept_item` refuses it one by one), and then
+    nothing is counted.
+    """
+    keys = [(item.index, item.attempt) for item in items]
+    unique = set(keys)
+    if len(unique) != len(keys) or not unique.isdisjoint(seen):
+        # One of them is refused: check and count them one by one, so the error is the
+        # one the one-by-one path raises first.
+        earlier: set[tuple[int, int]] = set()
+        for item, key in zip(items, keys, strict=True):
+            if key in seen or key in earlier:
+                raise LifecycleError(
+                    f"item {item.index} (attempt {item.attempt}) of batch {stored.id} was "
+                    "already recorded; a rerun is a new attempt"
+                )
+            earlier.add(key)
+            stored = record_item(stored, item)
+        return stored
+    return record_items(stored, items)
 
 
 def accept_finish(stored: Batch, incoming: Batch) -> Batch:

@@ -57,13 +57,14 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from quantrack.adapters.filesystem.spool import SPOOL_DIR, SpoolRecord, write_spool_record
+from quantrack.adapters.observers import notify_items_finished
 from quantrack.domain import (
     ArtifactRef,
     Batch,
@@ -463,7 +464,9 @@ class GuardedArtifactStore:
 
 
 class GuardedBatchObserver:
-    """A :class:`BatchObserver` that remembers the batch and forwards it while it can."""
+    """A :class:`BatchObserver` (with the ``BatchItemsObserver`` capability) that remembers
+    the batch and forwards it while it can.
+    """
 
     def __init__(self, guard: RecordingGuard, real: BatchObserver) -> None:
         self._guard = guard
@@ -481,6 +484,14 @@ class GuardedBatchObserver:
         self.batch = batch
         self.items.append(item)
         self._guard._call(_DATABASE, self._real.on_item_finished, batch, item)
+
+    def on_items_finished(self, batch: Batch, items: Sequence[BatchItemResult]) -> None:
+        """Remember and forward finished items: in one event when the real observer has
+        the capability, else one per item (:func:`notify_items_finished`).
+        """
+        self.batch = batch
+        self.items.extend(items)
+        self._guard._call(_DATABASE, notify_items_finished, self._real, batch, items)
 
     def on_batch_finished(self, batch: Batch) -> None:
         """Remember and forward the end."""

@@ -1,13 +1,16 @@
-"""The :class:`BatchObserver` port, and :class:`BatchHistory` for observers that persist."""
+"""The :class:`BatchObserver` port, the optional :class:`BatchItemsObserver` capability, and
+:class:`BatchHistory` for observers that persist.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from quantrack.domain import Batch, BatchItemResult, BatchStatus
 
-__all__ = ["BatchHistory", "BatchObserver"]
+__all__ = ["BatchHistory", "BatchItemsObserver", "BatchObserver"]
 
 
 @runtime_checkable
@@ -29,6 +32,29 @@ class BatchObserver(Protocol):
 
     def on_batch_finished(self, batch: Batch) -> None:
         """``batch`` has reached its final, derived status."""
+        ...
+
+
+@runtime_checkable
+class BatchItemsObserver(Protocol):
+    """An optional capability of a :class:`BatchObserver`: hearing many finished items in
+    one event, for runners that finish them together (a vectorbt sweep finishes thousands
+    at once).
+
+    A runner checks for it with ``isinstance(observer, BatchItemsObserver)``; an observer
+    without it hears ``on_item_finished`` once per item instead, in order, each time with
+    the batch that counts them all. An observer with it must end up exactly where the
+    per-item events would have left it.
+    """
+
+    def on_items_finished(self, batch: Batch, items: Sequence[BatchItemResult]) -> None:
+        """``items`` have finished, in this order; ``batch`` already counts all of them
+        (:func:`~quantrack.domain.lifecycle.record_items`).
+
+        A persisting observer checks them as it checks single items, and refuses (raising
+        :class:`LifecycleError`) the whole event, recording none of them, when it would
+        refuse one.
+        """
         ...
 
 

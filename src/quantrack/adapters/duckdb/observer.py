@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from quantrack.domain import (
     ErrorCategory,
     ExperimentStatus,
 )
-from quantrack.domain.batches import accept_finish, accept_item, accept_start
+from quantrack.domain.batches import accept_finish, accept_item, accept_items, accept_start
 from quantrack.domain.hashing import canonical_json
 
 __all__ = ["DuckDBBatchObserver"]
@@ -61,7 +61,8 @@ class _Pending:
 class DuckDBBatchObserver:
     """Keeps batches and their items in the workspace database.
 
-    Implements :class:`~quantrack.ports.BatchObserver` and
+    Implements :class:`~quantrack.ports.BatchObserver` (with the
+    :class:`~quantrack.ports.BatchItemsObserver` capability) and
     :class:`~quantrack.ports.BatchHistory`; every event is checked against the stored
     batch with :mod:`quantrack.domain.batches` inside one transaction.
     """
@@ -123,6 +124,27 @@ class DuckDBBatchObserver:
             state.items.append(item)
             if state.keys is not None:
                 state.keys.add(key)
+            pending[batch.id] = state
+
+    def on_items_finished(self, batch: Batch, items: Sequence[BatchItemResult]) -> None:
+        """Count ``items`` in their batch, all or (when one is refused) none.
+
+        One unit of work and one check for all of them; their rows are buffered and
+        written as :meth:`on_item_finished` writes them (in a session, when it commits).
+        """
+        with self._transaction() as con:
+            pending = self._pending(con)
+            state = pending.get(batch.id)
+            if state is None:
+                # Read the batch's keys once for all the items, in a session or not.
+                state = _Pending(_stored(con, batch.id), _item_keys(con, batch.id))
+            # Only a lone event outside a session leaves a state without keys, and it is
+            # written (and the state dropped) when that event's unit of work commits.
+            keys = state.keys
+            assert keys is not None
+            state.batch = accept_items(state.batch, items, keys)
+            state.items.extend(items)
+            keys.update((item.index, item.attempt) for item in items)
             pending[batch.id] = state
 
     def on_batch_finished(self, batch: Batch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from quantrack.domain import (
@@ -11,13 +12,14 @@ from quantrack.domain import (
     BatchNotFound,
     BatchStatus,
 )
-from quantrack.domain.batches import accept_finish, accept_item, accept_start
+from quantrack.domain.batches import accept_finish, accept_item, accept_items, accept_start
 
 __all__ = ["InMemoryBatchObserver"]
 
 
 class InMemoryBatchObserver:
-    """Implements :class:`~quantrack.ports.BatchObserver` and
+    """Implements :class:`~quantrack.ports.BatchObserver` (with the
+    :class:`~quantrack.ports.BatchItemsObserver` capability) and
     :class:`~quantrack.ports.BatchHistory` on dicts; safe to share between threads.
     """
 
@@ -40,6 +42,14 @@ class InMemoryBatchObserver:
             items = self._items[batch.id]
             self._batches[batch.id] = accept_item(stored, item, (item.index, item.attempt) in items)
             items[(item.index, item.attempt)] = item
+
+    def on_items_finished(self, batch: Batch, items: Sequence[BatchItemResult]) -> None:
+        """Count ``items`` in their batch, all or (when one is refused) none."""
+        with self._lock:
+            stored = self._stored(batch.id)
+            kept = self._items[batch.id]
+            self._batches[batch.id] = accept_items(stored, items, kept.keys())
+            kept.update(((item.index, item.attempt), item) for item in items)
 
     def on_batch_finished(self, batch: Batch) -> None:
         """Store the batch's final status, checked against the items it holds."""
