@@ -108,6 +108,31 @@ def test_another_process_sees_the_run_after_flush(workspace: Workspace) -> None:
     assert listing.stdout.strip() == "[('seen-elsewhere', 'completed')]"
 
 
+def test_another_process_gets_the_file_the_recording_process_keeps(workspace: Workspace) -> None:
+    """The recording process keeps the file between runs; a reader waiting for it (with a
+    1 s timeout, far below how long the file is kept idle) still gets it, no flush.
+    """
+    adapter = BacktraderAdapter(workspace)
+    adapter.run(cerebro_with(SmaCross, bars=BARS), name="kept")
+    assert workspace.path is not None
+    reader = (
+        "import sys; from quantrack import open_workspace; "
+        "ws = open_workspace(sys.argv[1], timeout=1.0); "
+        "print(len(ws.tracker.list_experiments()))"
+    )
+    for ran in (1, 2):  # the second time the recording process surely holds the file idle
+        listing = subprocess.run(
+            [sys.executable, "-c", reader, str(workspace.path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert listing.returncode == 0, listing.stderr
+        assert 0 <= int(listing.stdout) <= ran  # what had been recorded when it read
+        adapter.run(cerebro_with(SmaCross, bars=BARS), name="kept")
+    assert len(workspace.tracker.list_experiments()) == 3
+
+
 def test_a_strategy_that_raises_is_failed_by_the_recording_process(workspace: Workspace) -> None:
     for background in (True, False):
         with pytest.raises(ZeroDivisionError):

@@ -66,6 +66,8 @@ __all__ = ["RecordingProcess", "background_supported", "recording_process"]
 _log = get_logger("quantrack.engines.background")
 #: How long the interpreter's exit waits for jobs still being recorded.
 EXIT_WAIT_SECONDS = 120.0
+#: How long the recording process keeps a workspace's file after its last job.
+HOLD_SECONDS = 2.0
 
 
 def background_supported() -> bool:
@@ -98,6 +100,8 @@ class RecordingProcess:
         self._seq = 0
         self._unacked: dict[int, _Job] = {}
         self._roots: collections.Counter[str] = collections.Counter()
+        # Workspaces whose file the recording process may still hold, by root.
+        self._held: dict[str, Workspace] = {}
         self._conn: Connection | None = None
         self._child: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
@@ -122,6 +126,8 @@ class RecordingProcess:
                 if self.broken is None:
                     self._unacked[job.seq] = job
                     self._roots[job.root] += 1
+                    if fn is not _release:
+                        self._held[job.root] = workspace
             if self.broken is None:
                 try:
                     payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
@@ -228,6 +234,7 @@ class RecordingProcess:
                         hint="runs are recorded in this process from now on",
                     )
                 jobs = [self._unacked[seq] for seq in sorted(self._unacked)]
+                self._held.clear()
             for job in jobs:
                 self._run_here(job)
                 self._forget(job)
@@ -260,11 +267,36 @@ class RecordingProcess:
         if getattr(self._local, "here", False) or threading.current_thread() is self._reader:
             return True
         key = None if root is None else _key(root)
+
+        def recorded() -> bool:
+            return not (self._unacked if key is None else self._roots.get(key))
+
         with self._lock:
-            return self._lock.wait_for(
-                lambda: not (self._unacked if key is None else self._roots.get(key)),
-                timeout=timeout,
-            )
+            if not self._lock.wait_for(recorded, timeout=timeout):
+                return False
+            # The recording process keeps a file between jobs: ask it to let go, so that
+            # this process (or the one it hands the workspace to) gets it at once.
+            held = [
+                workspace
+                for held_root, workspace in self._held.items()
+                if key is None or held_root == key
+            ]
+            for workspace in held:
+                del self._held[_key(workspace.path)]
+        for workspace in held:
+            self.submit(workspace, _release)
+        with self._lock:
+            return self._lock.wait_for(recorded, timeout=timeout)
+
+    def holds(self, root: str | os.PathLike[str]) -> bool:
+        """True when jobs for the workspace at ``root`` are unrecorded, or the recording
+        process may still hold its file.
+        """
+        with self._lock:
+            if not self._unacked and not self._held:
+                return False
+            key = _key(root)
+            return bool(self._roots.get(key)) or key in self._held
 
     def close(self, *, timeout: float = EXIT_WAIT_SECONDS) -> None:
         """Wait for every job, then let the recording process end (it is started again
@@ -317,7 +349,7 @@ def recording_process() -> RecordingProcess:
 def drain_for(path: Path) -> None:
     """Wait for the jobs recording into the workspace that holds the file at ``path``."""
     process = _shared.get(str(os.getpid()))
-    if process is not None and process.pending() and process.pending(path.parent):
+    if process is not None and process.holds(path.parent):
         process.drain(path.parent)
 
 
@@ -327,6 +359,7 @@ def drain_for(path: Path) -> None:
 def _serve(conn: Connection) -> None:
     import structlog
 
+    from quantrack.adapters.duckdb.connection import hold_files_while_idle
     from quantrack.workspace import open_workspace
 
     events: list[tuple[str, str, dict[str, Any]]] = []
@@ -341,6 +374,10 @@ def _serve(conn: Connection) -> None:
         raise structlog.DropEvent
 
     structlog.configure(processors=[collect], cache_logger_on_first_use=False)
+    # Keep each workspace's file between a run's two messages (a reopen and a checkpoint
+    # less per message); the process that sends the runs asks for it when it reads
+    # (_release), and another process gets it once it has waited (see the DuckDB adapter).
+    hold_files_while_idle(HOLD_SECONDS)
     workspaces: dict[str, Workspace] = {}
     while True:
         try:
@@ -357,18 +394,18 @@ def _serve(conn: Connection) -> None:
             fn(workspace, *args)
         except Exception:
             error = traceback.format_exc()
-        if not conn.poll():
-            # Nothing else to record: let go of the files, so the runs' own process can
-            # read them without waiting.
-            for held in workspaces.values():
-                release = getattr(held.tracker, "close", None)
-                if release is not None:
-                    release()
         conn.send((seq, list(events), error))
 
 
 def _key(root: str | os.PathLike[str] | None) -> str:
     return str(Path(root).absolute()) if root is not None else ""
+
+
+def _release(workspace: Workspace) -> None:
+    """In the recording process: let go of the workspace's file (its runs' process reads)."""
+    close = getattr(workspace.tracker, "close", None)
+    if close is not None:
+        close()
 
 
 def _plain(value: Any) -> Any:

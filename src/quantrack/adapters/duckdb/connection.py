@@ -74,6 +74,11 @@ _YIELD_AFTER = 0.1
 _HEADER_BYTES = 3 * 4096
 # How long a reaper thread outlives the last connection it closed.
 _REAPER_LINGER = 10.0
+# How long a connection stays open after its last unit, for files opened from now on
+# (see hold_files_while_idle), and how often a reaper holding a file that long looks for
+# a waiter.
+_IDLE_RELEASE = {"seconds": 0.1}
+_IDLE_WAITER_POLL = 0.02
 
 # Each Database attaches its file under its own name in the shared engine.
 _ALIASES = itertools.count()
@@ -82,6 +87,20 @@ _ALIASES = itertools.count()
 # hold the file: an engine adapter's recording process (quantrack.engines._background)
 # registers a wait for the runs this process sent it, so a read here sees them.
 _before_units: list[Callable[[Path], None]] = []
+
+
+def hold_files_while_idle(seconds: float) -> None:
+    """Keep files this process opens from now on for ``seconds`` after their last unit.
+
+    For a process whose only work is writing (an engine adapter's recording process):
+    reopening the file costs an attach and letting go a checkpoint, twice per run when
+    runs arrive in two messages. Another process that waits for the file still gets it
+    once it has waited 0.1 s (the idle holder looks for its note every 20 ms), and
+    ``release()`` lets go at once.
+    """
+    if seconds <= 0:
+        raise ValueError(f"seconds must be positive, got {seconds!r}")
+    _IDLE_RELEASE["seconds"] = float(seconds)
 
 
 def wait_before_units(hook: Callable[[Path], None]) -> None:
@@ -608,8 +627,12 @@ class Database:
                         break
                 elif self._depth == 0:
                     idle = time.monotonic() - self._idle_since
-                    if idle >= self._idle_release:
+                    # A long idle window must not keep a waiting reader out.
+                    long_hold = self._idle_release > _YIELD_AFTER
+                    if idle >= self._idle_release or (long_hold and self._should_yield()):
                         self._close()
+                    elif long_hold:
+                        self._wake.wait(min(self._idle_release - idle, _IDLE_WAITER_POLL))
                     else:
                         self._wake.wait(self._idle_release - idle)
                 else:
@@ -652,5 +675,5 @@ def database_for(path: Path) -> Database:
     with _DATABASES_LOCK:
         database = _DATABASES.get(key)
         if database is None:
-            database = _DATABASES[key] = Database(key)
+            database = _DATABASES[key] = Database(key, idle_release=_IDLE_RELEASE["seconds"])
         return database
