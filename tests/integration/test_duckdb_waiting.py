@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from quantrack.adapters.duckdb.connection import Database
 
 
@@ -44,3 +46,11 @@ def test_the_note_is_written_again_after_it_was_removed(tmp_path: Path) -> None:
     assert _note(tmp_path).read_text() == f"{os.getpid()} 123.0"
     db._forget_waiter()
     assert not _note(tmp_path).exists()
+
+
+@pytest.mark.parametrize("seconds", [0, -1.0])
+def test_holding_files_while_idle_needs_a_positive_time(seconds: float) -> None:
+    from quantrack.adapters.duckdb.connection import hold_files_while_idle
+
+    with pytest.raises(ValueError, match="seconds must be positive"):
+        hold_files_while_idle(seconds)

@@ -1561,35 +1561,34 @@ class BacktraderAdapter:
         start = _RunStart(
             described, described.params(combination), new_id(), store_inputs=self.store_inputs
         )
+        close: Callable[[RunEnd, Mapping[str, Any] | None], None]
         process = guard.attempt(self._recording_process)
         if process is not None and self._workspace is not None:
             workspace = self._workspace
             process.submit(workspace, _open_job, start)
-            try:
-                result = cerebro.run(**run_kwargs)
-            except BaseException as exc:
-                process.submit(workspace, _close_job, start, RunEnd.of(exc), None, names)
-                raise
-            finished = guard.attempt(_finished, result[0], names) if result else None
-            process.submit(workspace, _close_job, start, RunEnd(), finished, names)
-            return result
 
-        opened: list[Run | None] = []
-        helper = threading.Thread(
-            target=lambda: opened.append(guard.attempt(_open_recorded, guard, start)),
-            name="quantrack-open-run",
-            daemon=True,
-        )
-        helper.start()
+            def close(end: RunEnd, finished: Mapping[str, Any] | None) -> None:
+                process.submit(workspace, _close_job, start, end, finished, names)
+
+        else:
+            opened: list[Run | None] = []
+            helper = threading.Thread(
+                target=lambda: opened.append(guard.attempt(_open_recorded, guard, start)),
+                name="quantrack-open-run",
+                daemon=True,
+            )
+            helper.start()
+
+            def close(end: RunEnd, finished: Mapping[str, Any] | None) -> None:
+                helper.join()
+                _close_recorded(guard, opened[0], start, end, finished, names)
+
         try:
             result = cerebro.run(**run_kwargs)
         except BaseException as exc:
-            helper.join()
-            _close_recorded(guard, opened[0], start, RunEnd.of(exc), None, names)
+            close(RunEnd.of(exc), None)
             raise
-        helper.join()
-        finished = guard.attempt(_finished, result[0], names) if result else None
-        _close_recorded(guard, opened[0], start, RunEnd(), finished, names)
+        close(RunEnd(), guard.attempt(_finished, result[0], names) if result else None)
         return result
 
     def _run_sweep(
