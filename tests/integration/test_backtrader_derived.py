@@ -11,6 +11,7 @@ the analyzers still run where the derivation would not be exact.
 
 from __future__ import annotations
 
+import collections
 import math
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from quantrack.engines.backtrader import (
     _ensure_analyzers,
     _trade_analysis_of,
 )
+from quantrack.sample_data import load_sample
 
 SHARPE_SETTINGS = {"timeframe": bt.TimeFrame.Days, "annualize": True, "riskfreerate": 0.0}
 
@@ -78,14 +80,23 @@ def assert_same_columns(recorded: dict[str, Any], per_bar: dict[str, Any]) -> No
     assert recorded["cash"].tolist() == per_bar["cash"]
 
 
-def _with_reference_analyzers(cerebro: bt.Cerebro, **run: Any) -> Any:
-    """Run ``cerebro`` with the recorder and every analyzer it stands in for."""
-    cerebro.addanalyzer(RunRecorder, _name="rec")
+def _with_reference_analyzers(
+    cerebro: bt.Cerebro, *, recorder_last: bool = False, **run: Any
+) -> Any:
+    """Run ``cerebro`` with the recorder and every analyzer it stands in for.
+
+    First among the analyzers the recorder rides along with them on every bar; last (where
+    the adapter puts it) it steps aside and hears the strategy's notifications instead.
+    """
+    if not recorder_last:
+        cerebro.addanalyzer(RunRecorder, _name="rec")
     cerebro.addanalyzer(PerBar, _name="bar")
     cerebro.addanalyzer(bt.analyzers.DrawDown, _name="dd")
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="ta")
     cerebro.addanalyzer(bt.analyzers.Returns, _name="ret")
     cerebro.addanalyzer(bt.analyzers.SharpeRatio, _name="sr", **SHARPE_SETTINGS)
+    if recorder_last:
+        cerebro.addanalyzer(RunRecorder, _name="rec")
     return cerebro.run(**run)[0]
 
 
@@ -127,13 +138,17 @@ SCENARIOS = {
 TRADING = set(SCENARIOS) - {"sma-CCC-short-windows", "idle"}
 
 
+PLACEMENTS = {"rides along": False, "steps aside": True}
+
+
+@pytest.mark.parametrize("placement", list(PLACEMENTS))
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_recorder_equals_backtraders_analyzers_to_the_bit(scenario: str) -> None:
+def test_recorder_equals_backtraders_analyzers_to_the_bit(scenario: str, placement: str) -> None:
     """DrawDown, TradeAnalyzer, Returns and SharpeRatio outputs, bar times and exposure."""
     build, run = SCENARIOS[scenario]
     cerebro = build()
     assert _derivable(cerebro)
-    strategy = _with_reference_analyzers(cerebro, **run)
+    strategy = _with_reference_analyzers(cerebro, recorder_last=PLACEMENTS[placement], **run)
     recorded = strategy.analyzers.rec.get_analysis()
     per_bar = strategy.analyzers.bar.get_analysis()
 
@@ -151,13 +166,16 @@ def test_recorder_equals_backtraders_analyzers_to_the_bit(scenario: str) -> None
         assert 0 < recorded["exposure"] < 100
 
 
-def test_replayed_data_updates_a_bar_in_place_and_still_matches(workspace: Workspace) -> None:
+@pytest.mark.parametrize("placement", list(PLACEMENTS))
+def test_replayed_data_updates_a_bar_in_place_and_still_matches(
+    workspace: Workspace, placement: str
+) -> None:
     """Replay notifies every update of a forming weekly bar: one row each, as DrawDown sees."""
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.replaydata(sample_feed("AAA", 500), timeframe=bt.TimeFrame.Weeks)
     cerebro.broker.setcash(100_000.0)
     cerebro.addstrategy(SmaCross, fast=3, slow=8)
-    strategy = _with_reference_analyzers(cerebro)
+    strategy = _with_reference_analyzers(cerebro, recorder_last=PLACEMENTS[placement])
     recorded = strategy.analyzers.rec.get_analysis()
     per_bar = strategy.analyzers.bar.get_analysis()
     assert len(recorded["value"]) == 500 > len(strategy)  # updates, not finished weeks
@@ -167,6 +185,8 @@ def test_replayed_data_updates_a_bar_in_place_and_still_matches(workspace: Works
     expected_exposure = 100.0 * sum(per_bar["in_market"]) / len(per_bar["in_market"])
     assert recorded["exposure"] == pytest.approx(expected_exposure, abs=1e-12)
 
+    if placement == "rides along":
+        return
     again = bt.Cerebro(stdstats=False)
     again.replaydata(sample_feed("AAA", 500), timeframe=bt.TimeFrame.Weeks)
     again.broker.setcash(100_000.0)
@@ -177,6 +197,82 @@ def test_replayed_data_updates_a_bar_in_place_and_still_matches(workspace: Works
     (experiment,) = workspace.tracker.list_experiments()
     assert experiment.status is ExperimentStatus.COMPLETED
     assert experiment.metrics["max_drawdown"] == strategy.analyzers.dd.get_analysis().max.drawdown
+
+
+class Listening(SmaCross):
+    """:class:`SmaCross` counting what backtrader tells it, and how many analyzers run
+    beside it on each bar.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heard: collections.Counter[str] = collections.Counter()
+        self.analyzers_per_bar: set[int] = set()
+
+    def notify_cashvalue(self, cash: float, value: float) -> None:
+        self.heard["cashvalue"] += 1
+
+    def notify_order(self, order: Any) -> None:
+        super().notify_order(order)
+        self.heard["order"] += 1
+
+    def notify_trade(self, trade: Any) -> None:
+        self.heard["trade"] += 1
+
+    def next(self) -> None:
+        self.analyzers_per_bar.add(len(self.analyzers))
+        super().next()
+
+    def stop(self) -> None:
+        self.heard["stop"] += 1
+
+
+def test_recorder_steps_aside_while_the_strategy_runs_and_rejoins_at_its_end(
+    workspace: Workspace,
+) -> None:
+    """The adapter's recorder is no analyzer during the run (no per-bar analyzer calls), yet
+    the strategy hears every notification exactly once, and afterwards the recorder is
+    among the analyzers and nothing of it is left on the strategy.
+    """
+    reference = cerebro_with(Listening, bars=700)
+    reference.addanalyzer(bt.analyzers.TradeAnalyzer, _name="ta")
+    plain = reference.run()[0]
+    listened = cerebro_with(Listening, bars=700)
+    listened.addanalyzer(bt.analyzers.TradeAnalyzer, _name="ta")
+    (tracked,) = BacktraderAdapter(workspace).run(listened, name="l")
+
+    assert tracked.heard == plain.heard
+    assert plain.heard["trade"] > 3
+    assert plain.heard["order"] > 3
+    assert plain.heard["stop"] == 1
+    assert tracked.executions == plain.executions
+    assert tracked.analyzers_per_bar == {1}  # the user's TradeAnalyzer alone
+    assert tracked.analyzers.getnames() == ["ta", "quantrack_recorder"]
+    assert not {"notify_cashvalue", "notify_order", "notify_trade", "stop"} & set(vars(tracked))
+    (experiment,) = workspace.tracker.list_experiments()
+    assert experiment.status is ExperimentStatus.COMPLETED
+    assert experiment.metrics["trades"] == plain.analyzers.ta.get_analysis().total.closed
+
+
+def test_history_orders_the_strategy_is_not_told_of_keep_the_recorder_riding_along() -> None:
+    """Orders added with ``add_order_history(notify=False)`` reach analyzers only: the
+    recorder then stays one, and the exposure they cause is still counted.
+    """
+    days = load_sample("AAA").index
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(sample_feed("AAA", 400))
+    cerebro.broker.setcash(100_000.0)
+    cerebro.addstrategy(Idle)
+    history = [(days[50].date(), 100, 20.0), (days[150].date(), -100, 21.0)]
+    cerebro.add_order_history(history, notify=False)
+    strategy = _with_reference_analyzers(cerebro, recorder_last=True)
+    recorded = strategy.analyzers.rec.get_analysis()
+    per_bar = strategy.analyzers.bar.get_analysis()
+    assert_same_columns(recorded, per_bar)
+    expected_exposure = 100.0 * sum(per_bar["in_market"]) / len(per_bar["in_market"])
+    assert 20 < expected_exposure < 30
+    assert recorded["exposure"] == pytest.approx(expected_exposure, abs=1e-12)
+    assert _trade_analysis_of(recorded["trade_notes"]) == strategy.analyzers.ta.get_analysis()
 
 
 def test_swing_really_goes_short_and_reverses() -> None:

@@ -143,29 +143,23 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
     """The one analyzer quantrack adds to a run: everything the record needs, collected
     with as little work per bar as backtrader allows.
 
-    Per bar it keeps only the broker's cash and value (backtrader hands them to every
-    analyzer anyway); the bars' times are read from the strategy's clock after the run.
-    Trades and orders arrive as notifications, which are rare. When the run stops it turns
-    them into columns, the closed trades, the exposure and plain notes of the trades, from
-    which the output of backtrader's ``DrawDown`` and ``TradeAnalyzer`` is computed after
-    the run with their code (see :func:`_drawdown_of` and :func:`_trade_analysis_of`):
-    those analyzers do their work on every bar, which costs more than a simple strategy's
-    own logic.
+    Per bar it keeps only the broker's cash and value, which backtrader hands the strategy
+    (``notify_cashvalue``) on every bar anyway; the bars' times are read from the
+    strategy's clock after the run. Trades and orders arrive as notifications, which are
+    rare. When the run stops it turns them into columns, the closed trades, the exposure
+    and plain notes of the trades, from which the output of backtrader's ``DrawDown`` and
+    ``TradeAnalyzer`` is computed after the run with their code (see :func:`_drawdown_of`
+    and :func:`_trade_analysis_of`): those analyzers do their work on every bar, which
+    costs more than a simple strategy's own logic.
 
     ``get_analysis()`` holds plain data only: in a sweep it travels back from the worker,
     and a recording process may record it.
     """
 
     def start(self) -> None:
-        """Take over the per-bar hooks; note the starting value and the wall-clock start."""
+        """Plug into the run's notifications; note the starting value and the wall-clock start."""
         strategy = self.strategy
         cerebro = strategy.env
-        # Backtrader calls four hooks of every analyzer on every bar, each through the
-        # base class's loop over child analyzers. The recorder needs one of them, so the
-        # others become one no-op call and that one a closure appending to a flat list
-        # (numpy turns that into columns fastest): on a 2,500-bar run the difference is
-        # most of what recording costs the backtest.
-        self._next = self._prenext = self._nextstart = self._notify_fund = _skip
         self._notes: list[float] = []
         note = self._notes.append
         # After the run the strategy's datetime line holds each bar's time, except with
@@ -188,16 +182,78 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
                 note(cash)
                 note(value)
 
-        self._notify_cashvalue = note_cashvalue
         self._trades: list[Any] = []
         # (bar index, any position open from that bar on): positions change only when
         # orders execute, and executions are notified before the bar's value is.
         self._changes: list[tuple[int, bool]] = []
         self._positions = getattr(strategy.broker, "positions", None)
+        self._plugged: list[tuple[Any, str]] = []
+        if self._may_step_aside():
+            self._step_aside(note_cashvalue)
+        else:
+            # Backtrader calls four hooks of every analyzer on every bar, each through the
+            # base class's loop over child analyzers: the recorder needs one of them, so
+            # the others become one no-op call and that one the closure.
+            for hook in ("_next", "_prenext", "_nextstart", "_notify_fund"):
+                self._plug(self, hook, _skip)
+            self._plug(self, "_notify_cashvalue", note_cashvalue)
         # Read where backtrader's Returns reads it, so derived returns match it exactly.
         self.value_start = float(strategy.broker.getvalue())
         self.wall_start = time.time()
         self.analysis: dict[str, Any] = {}
+
+    def _may_step_aside(self) -> bool:
+        """True when the strategy's own notifications carry all the recorder needs and it
+        is the last of the strategy's analyzers (so leaving their list skips none).
+
+        The strategy is not told of historical orders added without ``notify``.
+        """
+        analyzers = self.strategy.analyzers
+        return (
+            bool(analyzers._items)
+            and analyzers._items[-1] is self
+            and len(analyzers._names) == len(analyzers._items)
+            and all(notify for _orders, notify in self.strategy.env._ohistory)
+        )
+
+    def _step_aside(self, note_cashvalue: Callable[[float, float], None]) -> None:
+        """Leave the strategy's analyzers for the run and hear its notifications instead.
+
+        Backtrader calls the strategy's ``notify_cashvalue`` on every bar anyway; being in
+        the analyzers' list would add a loop step and three calls per bar, most of what
+        recording costs a simple backtest. The recorder rejoins the list when the strategy
+        stops, before backtrader stops the analyzers, so its results are where every
+        analyzer's are (and travel back from a sweep's workers).
+        """
+        strategy = self.strategy
+        analyzers = strategy.analyzers
+        name = analyzers._names.pop()
+        analyzers._items.pop()
+        for hook, ours in (
+            ("notify_cashvalue", note_cashvalue),
+            ("notify_order", self.notify_order),
+            ("notify_trade", self.notify_trade),
+        ):
+            self._plug(strategy, hook, _after(strategy, hook, ours))
+        stop = strategy.stop
+
+        def stop_and_rejoin() -> None:
+            stop()
+            self._unplug()
+            analyzers._items.append(self)
+            analyzers._names.append(name)
+
+        self._plug(strategy, "stop", stop_and_rejoin)
+
+    def _plug(self, owner: Any, hook: str, fn: Callable[..., None]) -> None:
+        owner.__dict__[hook] = fn
+        self._plugged.append((owner, hook))
+
+    def _unplug(self) -> None:
+        # The closures may not travel back from a sweep's worker: back to the classes' own.
+        for owner, hook in self._plugged:
+            owner.__dict__.pop(hook, None)
+        self._plugged = []
 
     def notify_trade(self, trade: Any) -> None:
         """Keep the notification (backtrader hands each analyzer a copy of the trade)."""
@@ -218,6 +274,7 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
         """Turn what was collected into plain data, and let go of backtrader's objects."""
         import numpy as np
 
+        self._unplug()
         strategy = self.strategy
         notes = np.array(self._notes, dtype="float64").reshape(-1, 3 if self._times_noted else 2)
         if self._times_noted:
@@ -240,16 +297,13 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
             "value_end": float(strategy.broker.getvalue()),
             "exposure": _exposure(self._changes, bars),
             "closed_trades": _closed_trades(self._trades, strategy.broker),
-            "trade_notes": [_TradeNote.of(trade) for trade in self._trades],
+            "trade_notes": [_trade_note(trade) for trade in self._trades],
             "wall_start": self.wall_start,
             "wall_stop": time.time(),
         }
         # Trades hold their data feed and the positions their broker: neither may travel
         # back from a sweep's worker.
         self._trades, self._positions, self._changes, self._notes = [], None, [], []
-        # The per-bar closures may not travel either: back to backtrader's own hooks.
-        for hook in ("_next", "_prenext", "_nextstart", "_notify_fund", "_notify_cashvalue"):
-            del self.__dict__[hook]
 
     def get_analysis(self) -> dict[str, Any]:
         """Everything collected (see the class doc)."""
@@ -258,6 +312,21 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
 
 def _skip(*_args: Any) -> None:
     """Stands in for the per-bar analyzer hooks the recorder has no use for."""
+
+
+def _after(strategy: Any, hook: str, ours: Callable[..., None]) -> Callable[..., None]:
+    """``ours``, to be called where backtrader calls the strategy's ``hook``: after the
+    strategy's own, when its class has one.
+    """
+    if getattr(type(strategy), hook) is getattr(bt.Strategy, hook):
+        return ours  # backtrader's empty default: nothing to call first
+    theirs = getattr(strategy, hook)
+
+    def both(*args: Any) -> None:
+        theirs(*args)
+        ours(*args)
+
+    return both
 
 
 def _exposure(changes: Sequence[tuple[int, bool]], bars: int) -> float | None:
@@ -350,10 +419,7 @@ def _drawdown_of(values: Sequence[float]) -> dict[str, Any]:
 
 
 class _TradeNote(NamedTuple):
-    """What ``TradeAnalyzer`` reads of a trade notification, as plain data.
-
-    A tuple, so that a run's notes travel to a recording process cheaply.
-    """
+    """What ``TradeAnalyzer`` reads of a trade notification (see :func:`_trade_note`)."""
 
     status: int
     justopened: bool
@@ -362,18 +428,6 @@ class _TradeNote(NamedTuple):
     pnlcomm: float
     barlen: int
 
-    @classmethod
-    def of(cls, trade: Any) -> _TradeNote:
-        """The note of one notified trade."""
-        return cls(
-            int(trade.status),
-            bool(trade.justopened),
-            bool(trade.long),
-            float(trade.pnl),
-            float(trade.pnlcomm),
-            int(trade.barlen),
-        )
-
 
 class _NotedTrade(_TradeNote):
     """A note as ``TradeAnalyzer`` reads a trade: with the status constant it compares to."""
@@ -381,7 +435,21 @@ class _NotedTrade(_TradeNote):
     Closed = bt.Trade.Closed
 
 
-def _trade_analysis_of(notes: Sequence[_TradeNote]) -> Any:
+def _trade_note(trade: Any) -> tuple[int, bool, bool, float, float, int]:
+    """The fields of a :class:`_TradeNote` of one notified trade, as a plain tuple: a run's
+    notes travel to a recording process, and plain tuples pickle several times faster.
+    """
+    return (
+        int(trade.status),
+        bool(trade.justopened),
+        bool(trade.long),
+        float(trade.pnl),
+        float(trade.pnlcomm),
+        int(trade.barlen),
+    )
+
+
+def _trade_analysis_of(notes: Sequence[tuple[Any, ...]]) -> Any:
     """What backtrader's ``TradeAnalyzer`` reports for these trade notifications.
 
     TradeAnalyzer looks at nothing but the trades it is notified of, so its own code is
@@ -1568,7 +1636,11 @@ class BacktraderAdapter:
             process.submit(workspace, _open_job, start)
 
             def close(end: RunEnd, finished: Mapping[str, Any] | None) -> None:
-                process.submit(workspace, _close_job, start, end, finished, names)
+                # The recording process has the start since the opening: send its id.
+                tail = (end, finished, names)
+                process.submit(
+                    workspace, _close_job, start, *tail, sent_as=(start.experiment_id, *tail)
+                )
 
         else:
             opened: list[Run | None] = []
@@ -1811,25 +1883,34 @@ def _close_recorded(
 
 
 #: Runs the recording process has opened and not yet closed, by experiment id.
-_open_runs: dict[str, tuple[RecordingGuard, Run | None]] = {}
+_open_runs: dict[str, tuple[RecordingGuard, Run | None, _RunStart]] = {}
 
 
 def _open_job(workspace: Workspace, start: _RunStart) -> None:
     """In the recording process: open the run while the backtest runs."""
     guard = RecordingGuard.for_workspace(workspace, engine=ENGINE, label=start.described.name)
-    _open_runs[start.experiment_id] = (guard, guard.attempt(_open_recorded, guard, start))
+    _open_runs[start.experiment_id] = (guard, guard.attempt(_open_recorded, guard, start), start)
 
 
 def _close_job(
     workspace: Workspace,
-    start: _RunStart,
+    start: _RunStart | str,
     end: RunEnd,
     finished: Mapping[str, Any] | None,
     names: Mapping[str, str],
 ) -> None:
-    """In the recording process: record the finished run; spool it if that fails."""
-    guard, run = _open_runs.pop(start.experiment_id, (None, None))
-    if guard is None:
+    """In the recording process: record the finished run; spool it if that fails.
+
+    ``start`` is the run's start, or the id of a run :func:`_open_job` opened here.
+    """
+    experiment_id = start if isinstance(start, str) else start.experiment_id
+    opened = _open_runs.pop(experiment_id, None)
+    if opened is not None:
+        guard, run, start = opened
+    elif isinstance(start, str):
+        raise LookupError(f"run {start} was not opened here; it is recorded where it ran")
+    else:
         guard = RecordingGuard.for_workspace(workspace, engine=ENGINE, label=start.described.name)
+        run = None
     with guard:
         _close_recorded(guard, run, start, end, finished, names)
