@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
+from tests.integration import recording_jobs
 from tests.integration.bt_strategies import Explodes, SmaCross, cerebro_with
 
 from quantrack import ExperimentStatus, Workspace, open_workspace
@@ -197,6 +198,45 @@ def test_a_killed_recording_process_loses_nothing(workspace: Workspace) -> None:
     assert set(experiments) == {"before", "after"}
     assert experiments["after"].status is ExperimentStatus.COMPLETED
     assert experiments["after"].metrics == experiments["before"].metrics
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_a_job_sent_short_is_recorded_here_in_full_when_the_recording_process_fails_it(
+    workspace: Workspace,
+) -> None:
+    """The recording process gets ``sent_as``; should it fail the job, this process records
+    the job with the full args it kept, and says so.
+    """
+    process = _background.recording_process()
+    marks = workspace.path / "marks.txt"
+    with capture_logs() as logs:
+        process.submit(
+            workspace, recording_jobs.note, str(marks), "full", sent_as=(str(marks), "short")
+        )
+        process.submit(
+            workspace,
+            recording_jobs.note_unless_short,
+            str(marks),
+            "full again",
+            sent_as=(str(marks), "short again"),
+        )
+        assert process.drain(timeout=60)
+    child = process._child
+    assert child is not None
+    assert marks.read_text().splitlines() == [f"{child.pid} short", f"{os.getpid()} full again"]
+    (retried,) = [e for e in logs if e["event"] == "recording.retried_here"]
+    assert "nothing here to complete 'short again'" in retried["error"]
+    assert process.broken is None  # one failed job does not give up the recording process
+
+
+def test_the_recording_process_yields_the_cpu_to_the_backtests(workspace: Workspace) -> None:
+    """Where every core is busy, the scheduler favours the backtest over its recording."""
+    _record(workspace, background=True)
+    child = _background.recording_process()._child
+    assert child is not None
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    expected = min(19, ours + _background.NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == expected > ours
 
 
 def test_background_needs_a_workspace_on_disk() -> None:

@@ -68,6 +68,8 @@ _log = get_logger("quantrack.engines.background")
 EXIT_WAIT_SECONDS = 120.0
 #: How long the recording process keeps a workspace's file after its last job.
 HOLD_SECONDS = 2.0
+#: How much lower the recording process's CPU priority is than its parent's.
+NICENESS = 10
 
 
 def background_supported() -> bool:
@@ -114,10 +116,21 @@ class RecordingProcess:
 
     # -- sending -------------------------------------------------------------------------
 
-    def submit(self, workspace: Workspace, fn: Callable[..., None], *args: Any) -> None:
+    def submit(
+        self,
+        workspace: Workspace,
+        fn: Callable[..., None],
+        *args: Any,
+        sent_as: tuple[Any, ...] | None = None,
+    ) -> None:
         """Record ``fn(workspace, *args)`` in the recording process, after every job
         submitted before it. ``fn`` must be a module-level function and ``args`` plain
         data: both travel pickled.
+
+        ``sent_as`` are the args to send instead: a shorter form of ``args`` that ``fn``
+        completes in the recording process from what earlier jobs left there (raising if
+        they left nothing). ``args`` stay here, for recording here should that process
+        fail the job or be lost.
         """
         with self._send_lock:
             with self._lock:
@@ -130,7 +143,10 @@ class RecordingProcess:
                         self._held[job.root] = workspace
             if self.broken is None:
                 try:
-                    payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+                    payload = pickle.dumps(
+                        (fn, args if sent_as is None else sent_as),
+                        protocol=pickle.HIGHEST_PROTOCOL,
+                    )
                 except Exception as exc:
                     # Not plain after all: record it here, after what went before it.
                     self._forget(job)
@@ -374,6 +390,10 @@ def _serve(conn: Connection) -> None:
         raise structlog.DropEvent
 
     structlog.configure(processors=[collect], cache_logger_on_first_use=False)
+    # Recording is background work: where every core is busy, the backtests come first,
+    # and the records catch up when a core is free (a flush or the exit waits for them).
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     # Keep each workspace's file between a run's two messages (a reopen and a checkpoint
     # less per message); the process that sends the runs asks for it when it reads
     # (_release), and another process gets it once it has waited (see the DuckDB adapter).
