@@ -22,6 +22,15 @@ run is recorded without it.
 file name) and a manifest of kind ``code_manifest`` (JSON: relative path → artifact id),
 which keeps the relative layout for export. Its ``code_hash`` is the sha256 of the
 canonical JSON of that mapping, so two runs of the same code share it.
+
+A research loop runs the same strategy hundreds of times, so :func:`find_code` keeps the
+last 64 plans of file-backed targets and reuses one only while nothing it depended on has
+changed: it records the ``os.stat`` signature (mtime and ctime in ns, size, inode, device)
+of every file it read and every folder whose listing it consulted (import resolution,
+``strategy.yaml``, the project root, ``sys.path``), each taken *before* that path was used,
+and checks them all on reuse. Like git's "racily clean" rule, a plan that depends on a
+path modified less than a few seconds before it was computed is not kept, since a second
+write within one timestamp tick could leave the signature unchanged.
 """
 
 from __future__ import annotations
@@ -37,11 +46,13 @@ import os
 import sys
 import sysconfig
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib.machinery import ModuleSpec
 from pathlib import Path, PurePosixPath
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -71,6 +82,11 @@ MANIFEST_FORMAT = "quantrack-code/1"
 STRATEGY_FILE = "strategy.yaml"
 _PROJECT_MARKERS = (".git", "pyproject.toml")
 _SKIPPED_TOP_LEVEL = frozenset({"quantrack", "__main__", "__future__"})
+_PLAN_CACHE_SIZE = 64
+# A path modified this recently may be modified again within the same timestamp tick (one
+# kernel tick on Linux, 1-2 s on HFS+/FAT, more with a network filesystem's clock skew)
+# without its signature changing, so a plan depending on it is not cached.
+_RACY_NS = 3_000_000_000
 
 
 class StrategyManifest(BaseModel):
@@ -104,6 +120,9 @@ class CodePlan:
     modules the code imports; ``source`` says how the files were chosen (``imports``,
     ``strategy.yaml`` or ``source`` for code recovered from an interactive session);
     ``root`` is the folder the relative paths start from (``None`` for recovered source).
+
+    Every call returns its own ``files`` dict (plans are cached and the cached one must not
+    change), so a caller may modify the one it gets.
     """
 
     files: dict[str, bytes] = field(default_factory=dict)
@@ -207,29 +226,57 @@ def find_code(target: object) -> CodePlan:
     ``target`` is a class or function (its defining module's file is the start), a module,
     or a path to a ``.py`` file. Raises FileNotFoundError for a path that does not exist
     and ValueError for an invalid ``strategy.yaml``.
+
+    The plan of a file-backed target is cached while every file and folder it depended on
+    keeps its ``os.stat`` signature (see the module docstring); code without a file is
+    recovered anew each time.
     """
-    warnings: list[str] = []
-    start, module_name = _start(target, warnings)
+    origin = _origin(target)
+    if origin is None:
+        return _from_interactive(target, [])
+    key = _cache_key(origin)
+    if key is not None:
+        with _plans_lock:
+            cached = _plans.get(key)
+            if cached is not None:
+                _plans.move_to_end(key)
+        if cached is not None and all(_signature(path) == sig for path, sig in cached.watched):
+            return _copy(cached.plan)
+    began = time.time_ns()
+    watch = _Watch()
+    start = _start(origin, watch)
     if start is None:
-        return _from_interactive(target, warnings)
+        return _from_interactive(target, [])
+    watch(start.parent)  # its listing says whether a strategy.yaml is there
     manifest = start.parent / STRATEGY_FILE
     if manifest.is_file():
-        return _from_strategy_file(start, manifest, warnings)
-    return _Analysis(start, module_name, warnings).run()
+        plan = _from_strategy_file(start, manifest, [], watch)
+    else:
+        plan = _Analysis(start, origin.module, [], watch).run()
+    if key is not None and watch.settled(began):
+        with _plans_lock:
+            _plans[key] = _Cached(plan, tuple(watch.seen.items()))
+            _plans.move_to_end(key)
+            while len(_plans) > _PLAN_CACHE_SIZE:
+                _plans.popitem(last=False)
+    return _copy(plan)
 
 
 # -- where to start --------------------------------------------------------------------
 
 
-def _start(target: object, warnings: list[str]) -> tuple[Path | None, str | None]:
+class _Origin(NamedTuple):
+    """The file a target names, as given (not resolved), and its module's name."""
+
+    file: str
+    module: str | None
+    is_path: bool
+
+
+def _origin(target: object) -> _Origin | None:
+    """Cheap: no filesystem access, so a cache hit pays for none. ``None``: no .py file."""
     if isinstance(target, str | os.PathLike):
-        path = Path(target)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"cannot capture code from {path}: no such file; pass the strategy's "
-                "class or function, its module, or the path of an existing .py file"
-            )
-        return path.resolve(), None
+        return _Origin(os.fsdecode(os.fspath(target)), None, True)
     module: ModuleType | None
     if isinstance(target, ModuleType):
         module = target
@@ -242,13 +289,108 @@ def _start(target: object, warnings: list[str]) -> tuple[Path | None, str | None
             )
         module = sys.modules.get(module_name)
     file = getattr(module, "__file__", None) if module is not None else None
-    if isinstance(file, str) and file.endswith(".py") and Path(file).is_file():
-        name = module.__name__ if module is not None else None
-        if name == "__main__":
-            spec = getattr(module, "__spec__", None)
-            name = spec.name if spec is not None else None
-        return Path(file).resolve(), name
-    return None, None
+    if module is None or not isinstance(file, str) or not file.endswith(".py"):
+        return None
+    name: str | None = module.__name__
+    if name == "__main__":
+        spec = getattr(module, "__spec__", None)
+        name = spec.name if spec is not None else None
+    return _Origin(file, name, False)
+
+
+def _start(origin: _Origin, watch: _Watch) -> Path | None:
+    """The resolved file to start from; ``None`` when a module's file is gone."""
+    watch(origin.file)  # as given: the same name may later lead to another file
+    path = Path(origin.file)
+    if path.is_file():
+        return path.resolve()
+    if origin.is_path:
+        raise FileNotFoundError(
+            f"cannot capture code from {path}: no such file; pass the strategy's "
+            "class or function, its module, or the path of an existing .py file"
+        )
+    return None
+
+
+# -- the plan cache --------------------------------------------------------------------
+
+# What an os.stat says about a path's content or listing (None: it does not exist). atime
+# is left out: reading a file or listing a folder may change it.
+_Signature = tuple[int, int, int, int, int] | None
+
+
+def _signature(path: str) -> _Signature:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a path holding a NUL byte
+        return None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
+
+
+class _Watch:
+    """The paths a plan depends on, each stat-ed before the analysis first consults it.
+
+    Stat first, then read: a change after the stat changes the signature, so it is seen on
+    the next call; a change before it is in what was read.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[str, _Signature] = {}
+        self._sys_path = False
+
+    def __call__(self, path: str | Path) -> None:
+        key = os.fspath(path)
+        if key not in self.seen:
+            self.seen[key] = _signature(key)
+
+    def sys_path(self) -> None:
+        """Every ``sys.path`` folder: a module may appear in any of them."""
+        if not self._sys_path:
+            self._sys_path = True
+            for entry in sys.path:
+                if isinstance(entry, str | bytes):  # what the path finder looks at
+                    self(os.fsdecode(entry) or ".")  # "": the current folder, in the key
+
+    def settled(self, began: int) -> bool:
+        """Whether no path was modified too close to ``began`` for its signature to be trusted."""
+        horizon = began - _RACY_NS
+        return all(sig is None or sig[0] < horizon for sig in self.seen.values())
+
+
+@dataclass(frozen=True)
+class _Cached:
+    plan: CodePlan
+    watched: tuple[tuple[str, _Signature], ...]
+
+
+_plans_lock = threading.Lock()  # sweeps call find_code from several threads
+_plans: OrderedDict[tuple[object, ...], _Cached] = OrderedDict()
+
+
+def _cache_key(origin: _Origin) -> tuple[object, ...] | None:
+    """What the analysis depends on besides the watched paths; ``None``: do not cache."""
+    try:
+        cwd = os.getcwd()  # relative paths and the "" entry of sys.path depend on it
+    except OSError:  # the current folder was deleted
+        return None
+    key = (origin, cwd, tuple(sys.path))
+    try:
+        hash(key)
+    except TypeError:  # something unhashable was put on sys.path: just do not cache
+        return None
+    return key
+
+
+def _copy(plan: CodePlan) -> CodePlan:
+    """A plan with its own ``files`` dict: what a caller does to it cannot reach the cache."""
+    return CodePlan(
+        files=dict(plan.files),
+        entry=plan.entry,
+        packages=plan.packages,
+        warnings=plan.warnings,
+        source=plan.source,
+        root=plan.root,
+    )
 
 
 def _from_interactive(target: object, warnings: list[str]) -> CodePlan:
@@ -285,11 +427,16 @@ def _from_interactive(target: object, warnings: list[str]) -> CodePlan:
     )
 
 
-def _from_strategy_file(start: Path, manifest: Path, warnings: list[str]) -> CodePlan:
+def _from_strategy_file(
+    start: Path, manifest: Path, warnings: list[str], watch: _Watch
+) -> CodePlan:
     import yaml  # only projects with a strategy.yaml pay for the YAML parser
 
+    watch(manifest)
     try:
-        document: Any = yaml.safe_load(manifest.read_text("utf-8"))
+        # Read once: the captured copy is the one the file list came from.
+        listing = manifest.read_bytes()
+        document: Any = yaml.safe_load(listing.decode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ValueError(f"{manifest} is not readable YAML: {exc}") from exc
     try:
@@ -300,12 +447,13 @@ def _from_strategy_file(start: Path, manifest: Path, warnings: list[str]) -> Cod
             f"files:\n  - signals.py\n{exc}"
         ) from exc
     root = manifest.parent
-    files: dict[str, bytes] = {STRATEGY_FILE: manifest.read_bytes()}
+    files: dict[str, bytes] = {STRATEGY_FILE: listing}
     entry = start.relative_to(root).as_posix()
     files[entry] = start.read_bytes()
     for name in listed.files:
         relative = PurePosixPath(name.replace("\\", "/")).as_posix()
         path = root / relative
+        watch(path)  # also when missing: its appearing must be seen
         try:
             files[relative] = path.read_bytes()
         except OSError as exc:
@@ -323,12 +471,17 @@ class _Analysis:
     start: Path
     module_name: str | None
     warnings: list[str]
+    watch: _Watch
 
     def __post_init__(self) -> None:
-        base = _import_base(self.start, self.module_name)
+        base = _import_base(self.start, self.module_name, self.watch)
+        self.watch(base)  # top-level imports are looked up there first
         self.search = [str(base)]
-        self.root = _project_root(self.start.parent) or base
+        self.root = _project_root(self.start.parent, self.watch) or base
         self.files: dict[Path, str] = {}
+        # What each visited file held when it was parsed (or why it could not be read):
+        # the captured bytes are the ones whose imports were followed.
+        self.sources: dict[Path, bytes | OSError] = {}
         self.packages: set[str] = set()
 
     def run(self) -> CodePlan:
@@ -337,10 +490,9 @@ class _Analysis:
         data: dict[str, bytes] = {}
         entry: str | None = None
         for path, module in self.files.items():
-            try:
-                content = path.read_bytes()
-            except OSError as exc:
-                self.warnings.append(f"cannot read {path} ({exc}); left out")
+            content = self.sources[path]
+            if isinstance(content, OSError):
+                self.warnings.append(f"cannot read {path} ({content}); left out")
                 continue
             relative = self._relative(path, module)
             data[relative] = content
@@ -371,11 +523,15 @@ class _Analysis:
         package: str | None = None
         if module:
             package = module if is_package else module.rpartition(".")[0]
+        self.watch(path)
+        self.watch(path.parent)
         try:
             source = path.read_bytes()
         except OSError as exc:
+            self.sources[path] = exc
             self.warnings.append(f"cannot read {path} ({exc}); its imports are not followed")
             return
+        self.sources[path] = source
         for dotted, _line in _cached_imports(path, source, package):
             for spec in self._resolve(dotted):
                 origin = spec.origin
@@ -393,7 +549,7 @@ class _Analysis:
         top = parts[0]
         if not top or top in sys.stdlib_module_names or top in _SKIPPED_TOP_LEVEL:
             return []
-        spec = _find_top(top, self.search)
+        spec = _find_top(top, self.search, self.watch)
         if spec is None:
             return []
         if not _is_local(spec):
@@ -404,6 +560,8 @@ class _Analysis:
             locations = spec.submodule_search_locations
             if locations is None:
                 break  # the rest names attributes of a module, not modules
+            for location in locations:
+                self.watch(location)
             child = importlib.machinery.PathFinder.find_spec(
                 ".".join(parts[: depth + 1]), list(locations)
             )
@@ -419,10 +577,12 @@ def _real(origin: str) -> Path:
     return Path(origin).resolve()
 
 
-def _find_top(name: str, search: list[str]) -> ModuleSpec | None:
+def _find_top(name: str, search: list[str], watch: _Watch | None) -> ModuleSpec | None:
     spec = importlib.machinery.PathFinder.find_spec(name, search)
     if spec is not None:
         return spec
+    if watch is not None:
+        watch.sys_path()
     try:
         return importlib.util.find_spec(name)
     except (ImportError, ValueError):
@@ -460,7 +620,7 @@ def _is_local_path(path: str) -> bool:
 def _external(top: str) -> bool:
     if not top or top in sys.stdlib_module_names or top in _SKIPPED_TOP_LEVEL:
         return False
-    spec = _find_top(top, [])
+    spec = _find_top(top, [], None)  # interactive code is not cached: nothing to watch
     return spec is not None and not _is_local(spec)
 
 
@@ -514,7 +674,7 @@ def _imports_of(source: bytes, package: str | None, path: Path | None) -> list[t
     return found
 
 
-def _import_base(start: Path, module_name: str | None) -> Path:
+def _import_base(start: Path, module_name: str | None, watch: _Watch) -> Path:
     """The folder the start file's top-level package sits in (where ``import`` finds it)."""
     if module_name and module_name != "__main__":
         depth = module_name.count(".") + (1 if start.name == "__init__.py" else 0)
@@ -523,8 +683,10 @@ def _import_base(start: Path, module_name: str | None) -> Path:
             base = base.parent
         return base
     base = start.parent
+    watch(base)  # an __init__.py appearing there moves the base up
     while (base / "__init__.py").is_file() and base.parent != base:
         base = base.parent
+        watch(base)
     return base
 
 
@@ -538,8 +700,9 @@ def _module_name(start: Path, base: Path) -> str | None:
     return ".".join(parts) or None
 
 
-def _project_root(folder: Path) -> Path | None:
+def _project_root(folder: Path, watch: _Watch) -> Path | None:
     for candidate in (folder, *folder.parents):
+        watch(candidate)  # a marker appearing or vanishing there moves the root
         if any((candidate / marker).exists() for marker in _PROJECT_MARKERS):
             return candidate
     return None
