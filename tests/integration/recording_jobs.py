@@ -5,6 +5,7 @@ separate ``python -m`` process started in the tests' working folder) can import 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from quantrack import Workspace
@@ -21,3 +22,18 @@ def note_unless_short(workspace: Workspace, path: str, text: str) -> None:
     if text.startswith("short"):
         raise LookupError(f"nothing here to complete {text!r} from")
     note(workspace, path, text)
+
+
+def note_when(workspace: Workspace, path: str, text: str, gate: str) -> None:
+    """:func:`note` once a file exists at ``gate`` (a job still running when its process is
+    killed), or after a minute.
+    """
+    deadline = time.monotonic() + 60
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    note(workspace, path, text)
+
+
+def note_size(workspace: Workspace, path: str, text: str, blob: bytes) -> None:
+    """:func:`note` with the size of ``blob`` (a job too big for the socket at once)."""
+    note(workspace, path, f"{text} {len(blob)}")

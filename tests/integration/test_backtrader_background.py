@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from tests.integration import recording_jobs
 from tests.integration.bt_strategies import Explodes, SmaCross, cerebro_with
@@ -227,6 +229,79 @@ def test_a_job_sent_short_is_recorded_here_in_full_when_the_recording_process_fa
     (retried,) = [e for e in logs if e["event"] == "recording.retried_here"]
     assert "nothing here to complete 'short again'" in retried["error"]
     assert process.broken is None  # one failed job does not give up the recording process
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_a_job_too_big_for_the_socket_arrives_and_later_jobs_keep_their_order(
+    workspace: Workspace,
+) -> None:
+    """The socket takes what it can at once; the sender thread writes the rest, and jobs
+    submitted meanwhile queue behind it.
+    """
+    process = _background.recording_process()
+    marks = str(workspace.path / "marks.txt")
+    big = os.urandom(3 * _background.SEND_BUFFER_BYTES)
+    process.submit(workspace, recording_jobs.note, marks, "first")
+    process.submit(workspace, recording_jobs.note_size, marks, "big", big)
+    for n in range(3):
+        process.submit(workspace, recording_jobs.note, marks, f"after {n}")
+    assert process.drain(timeout=60)
+    child = process._child
+    assert child is not None
+    assert Path(marks).read_text().splitlines() == [
+        f"{child.pid} first",
+        f"{child.pid} big {len(big)}",
+        f"{child.pid} after 0",
+        f"{child.pid} after 1",
+        f"{child.pid} after 2",
+    ]
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_a_recording_process_killed_mid_job_is_noticed_by_the_wait(workspace: Workspace) -> None:
+    """Answers are read only when this process submits or waits: waiting notices the loss
+    and records the unanswered job here.
+    """
+    process = _background.recording_process()
+    marks = str(workspace.path / "marks.txt")
+    process.submit(workspace, recording_jobs.note, marks, "answered")
+    assert process.drain(timeout=60)
+    gate = workspace.path / "gate"
+    process.submit(workspace, recording_jobs.note_when, marks, "unanswered", str(gate))
+    child = process._child
+    assert child is not None
+    with capture_logs() as logs:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        gate.touch()
+        assert process.drain(timeout=60)
+    assert Path(marks).read_text().splitlines() == [
+        f"{child.pid} answered",
+        f"{os.getpid()} unanswered",
+    ]
+    assert process.broken is not None
+    assert "exited" in process.broken
+    assert [e["event"] for e in logs if e["event"] == "recording.process_lost"] == [
+        "recording.process_lost"
+    ]
+
+
+@given(
+    messages=st.lists(st.tuples(st.integers(), st.binary(max_size=300)), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(min_value=1, max_value=64), max_size=40),
+)
+def test_frames_arrive_whole_however_the_bytes_are_cut(
+    messages: list[tuple[int, bytes]], cuts: list[int]
+) -> None:
+    """A socket delivers bytes in pieces of any size; the inbox gives back each message."""
+    stream = b"".join(b"".join(_background._frame(meta, payload)) for meta, payload in messages)
+    inbox = _background._Inbox()
+    received = []
+    position = 0
+    for cut in [*cuts, len(stream)]:
+        received.extend(inbox.feed(stream[position : position + cut]))
+        position += cut
+    assert received == messages
 
 
 def test_the_recording_process_yields_the_cpu_to_the_backtests(workspace: Workspace) -> None:

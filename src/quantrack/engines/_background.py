@@ -26,10 +26,16 @@ What holds:
   exit.
 * **Nothing lost.** A job is kept here until the recording process answers. If that
   process dies, its unanswered jobs are recorded here, in order, and so is every later
-  job. Jobs record through a :class:`~quantrack.engines._safety.RecordingGuard`, so a busy
-  or full workspace spools the record exactly as in the foreground.
+  job (noticed when this process next sends a job or waits for one, at the latest at
+  its exit). Jobs record through a :class:`~quantrack.engines._safety.RecordingGuard`, so
+  a busy or full workspace spools the record exactly as in the foreground.
 * **Warnings arrive.** Warnings a job logs (``recording.failed``) are logged again by
-  this process's structlog when the job's answer arrives.
+  this process's structlog when the job's answer is read.
+* **The backtest is not interrupted.** The thread that submits a job writes it to the
+  socket without waiting, and answers are read when a job is submitted or waited for:
+  no thread of ours wakes up during the backtest to take the interpreter lock from it.
+  Only a job the socket cannot take at once (the recording process is behind) is left
+  to a sender thread. The recording process runs at a lower CPU priority.
 
 The process is started as ``python -m quantrack.engines._background``, not through
 multiprocessing: spawn and forkserver run the user's ``__main__`` again in the child,
@@ -44,15 +50,16 @@ import collections
 import contextlib
 import os
 import pickle
-import queue
+import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +102,10 @@ class RecordingProcess:
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._send_lock = threading.Lock()
+        # Held while sending; the sender thread waits on it for a backlog.
+        self._send_lock = threading.Condition()
+        # Held while taking in answers (re-entered when a failed job is recorded here).
+        self._recv_lock = threading.RLock()
         # Held while jobs run here instead, so they keep their order.
         self._local_lock = threading.RLock()
         self._local = threading.local()
@@ -104,11 +114,11 @@ class RecordingProcess:
         self._roots: collections.Counter[str] = collections.Counter()
         # Workspaces whose file the recording process may still hold, by root.
         self._held: dict[str, Workspace] = {}
-        self._conn: Connection | None = None
         self._child: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
-        self._socket: socket.socket
-        self._outbox: queue.SimpleQueue[tuple[int, str, float, bytes] | None] = queue.SimpleQueue()
+        self._socket: socket.socket | None = None
+        self._inbox = _Inbox()
+        # Bytes the socket did not take at once, in order; the sender thread writes them.
+        self._backlog: collections.deque[bytes | memoryview] = collections.deque()
         self._closing = False
         self._pid = os.getpid()
         #: Why jobs are recorded in this process instead (None while the child serves).
@@ -132,6 +142,9 @@ class RecordingProcess:
         they left nothing). ``args`` stay here, for recording here should that process
         fail the job or be lost.
         """
+        # Answers that arrived since the last call: they free their jobs, and a recording
+        # process that has gone is noticed before anything more is written to it.
+        self._collect(wait=0.0)
         with self._send_lock:
             with self._lock:
                 self._seq += 1
@@ -155,21 +168,19 @@ class RecordingProcess:
                     self._run_here(job)
                     return
                 try:
-                    self._started()
+                    sock = self._started()
                 except Exception as exc:
                     self._lost(f"the recording process could not be started ({exc!r})")
                     return
                 # The recording process waits for a busy file as long as this one would.
                 timeout = float(getattr(workspace.tracker, "timeout", 30.0))
-                # A sender thread writes to the socket: a write blocks while the recording
-                # process is busy, and the backtest must not wait for that.
-                self._outbox.put((job.seq, job.root, timeout, payload))
+                self._write(sock, _frame((job.seq, job.root, timeout), payload))
                 return
         self._run_here(job)
 
-    def _started(self) -> None:
-        if self._conn is not None:
-            return
+    def _started(self) -> socket.socket:
+        if self._socket is not None:
+            return self._socket
         ours, theirs = socket.socketpair()
         try:
             self._child = subprocess.Popen(
@@ -183,52 +194,106 @@ class RecordingProcess:
             )
         finally:
             theirs.close()
-        # The connection gets its own descriptor; the socket is kept to shut it down, which
-        # (unlike closing a descriptor another thread is reading) the child sees at once.
+        # Room for a run's description (its data feed, typically) in one write that does
+        # not wait; the system caps it where it allows less.
+        with contextlib.suppress(OSError):
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self._socket = ours
-        self._conn = conn = Connection(os.dup(ours.fileno()))
-        self._reader = threading.Thread(
-            target=self._read, args=(conn,), name="quantrack-recording-answers", daemon=True
-        )
-        self._reader.start()
         threading.Thread(
-            target=self._send, args=(conn,), name="quantrack-recording-sender", daemon=True
+            target=self._send_backlog, args=(ours,), name="quantrack-recording-sender", daemon=True
         ).start()
+        return ours
 
-    def _send(self, conn: Connection) -> None:
-        while True:
-            message = self._outbox.get()
-            if message is None:
-                with contextlib.suppress(OSError):
-                    self._socket.shutdown(socket.SHUT_WR)
-                return
+    def _write(self, sock: socket.socket, frame: list[bytes]) -> None:
+        """Send ``frame`` without waiting: what the socket does not take at once (the
+        recording process is behind) goes to the sender thread, as does everything after
+        it until that is sent.
+
+        The backtest's own thread writes, so that no thread of ours wakes up and takes the
+        interpreter lock from the backtest: each such switch costs it more than the write.
+        """
+        if not self._backlog:
             try:
-                conn.send(message)
-            except Exception as exc:
+                sent = sock.sendmsg(frame, [], socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
                 self._lost(f"the recording process could not be reached ({exc!r})")
                 return
+            if sent == sum(len(part) for part in frame):
+                return
+            self._backlog.append(memoryview(b"".join(frame))[sent:])
+        else:
+            self._backlog.append(b"".join(frame))
+        self._send_lock.notify_all()
+
+    def _send_backlog(self, sock: socket.socket) -> None:
+        while True:
+            with self._send_lock:
+                self._send_lock.wait_for(lambda: bool(self._backlog) or self._closing)
+                if not self._backlog:
+                    return
+                head = self._backlog[0]
+            try:
+                sock.sendall(head)
+            except OSError as exc:
+                self._lost(f"the recording process could not be reached ({exc!r})")
+                return
+            with self._send_lock:
+                self._backlog.popleft()
 
     # -- answers -------------------------------------------------------------------------
 
-    def _read(self, conn: Connection) -> None:
-        while True:
-            try:
-                seq, events, error = conn.recv()
-            except (EOFError, OSError):
+    def _collect(self, wait: float) -> None:
+        """Take in the recording process's answers, waiting up to ``wait`` seconds for the
+        first. Answers are read when this process sends or waits, never by a thread of
+        their own (see :meth:`_write`).
+        """
+        sock = self._socket
+        if sock is None or not self._recv_lock.acquire(timeout=wait if wait > 0 else -1):
+            return  # not started, or another thread is reading them
+        try:
+            if sock is not self._socket:
+                return  # closed meanwhile
+            if wait > 0:
+                poller = select.poll()
+                poller.register(sock, select.POLLIN)
+                if not poller.poll(wait * 1000):
+                    return
+            answers: list[tuple[Any, bytes]] = []
+            ended = False
+            while True:
+                try:
+                    data = sock.recv(RECEIVE_BYTES, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    ended = True
+                    break
+                answers.extend(self._inbox.feed(data))
+            for (seq, events, error), _payload in answers:
+                self._answered(seq, events, error)
+            if ended and not self._closing and self.broken is None:
                 code = self._child.wait() if self._child is not None else None
-                if not self._closing:
-                    self._lost(f"the recording process exited (code {code})")
-                return
-            for level, event, fields in events:
-                getattr(_log, level)(event, **fields)
-            with self._lock:
-                job = self._unacked.get(seq)
-            if job is not None and error is not None:
-                # A fault outside the job's guard (a bug): record it here instead.
-                _log.warning("recording.retried_here", error=error)
-                self._run_here(job)
-            if job is not None:
-                self._forget(job)
+                self._lost(f"the recording process exited (code {code})")
+        finally:
+            self._recv_lock.release()
+
+    def _answered(
+        self, seq: int, events: list[tuple[str, str, dict[str, Any]]], error: str | None
+    ) -> None:
+        for level, event, fields in events:
+            getattr(_log, level)(event, **fields)
+        with self._lock:
+            job = self._unacked.get(seq)
+        if job is not None and error is not None:
+            # A fault outside the job's guard (a bug): record it here instead.
+            _log.warning("recording.retried_here", error=error)
+            self._run_here(job)
+        if job is not None:
+            self._forget(job)
 
     def _forget(self, job: _Job) -> None:
         with self._lock:
@@ -269,6 +334,7 @@ class RecordingProcess:
 
     def pending(self, root: str | os.PathLike[str] | None = None) -> int:
         """Jobs sent and not yet recorded (for the workspace at ``root``, or all)."""
+        self._collect(wait=0.0)
         with self._lock:
             return len(self._unacked) if root is None else self._roots.get(_key(root), 0)
 
@@ -280,18 +346,19 @@ class RecordingProcess:
         Returns False when ``timeout`` passed first. Returns at once in the thread that
         records jobs here, which must not wait for itself.
         """
-        if getattr(self._local, "here", False) or threading.current_thread() is self._reader:
+        if getattr(self._local, "here", False):
             return True
         key = None if root is None else _key(root)
+        deadline = None if timeout is None else time.monotonic() + timeout
 
         def recorded() -> bool:
             return not (self._unacked if key is None else self._roots.get(key))
 
+        if not self._await(recorded, deadline):
+            return False
+        # The recording process keeps a file between jobs: ask it to let go, so that
+        # this process (or the one it hands the workspace to) gets it at once.
         with self._lock:
-            if not self._lock.wait_for(recorded, timeout=timeout):
-                return False
-            # The recording process keeps a file between jobs: ask it to let go, so that
-            # this process (or the one it hands the workspace to) gets it at once.
             held = [
                 workspace
                 for held_root, workspace in self._held.items()
@@ -301,8 +368,24 @@ class RecordingProcess:
                 del self._held[_key(workspace.path)]
         for workspace in held:
             self.submit(workspace, _release)
-        with self._lock:
-            return self._lock.wait_for(recorded, timeout=timeout)
+        return self._await(recorded, deadline)
+
+    def _await(self, done: Callable[[], bool], deadline: float | None) -> bool:
+        while True:
+            with self._lock:
+                if done():
+                    return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            # In slices: another thread may be the one reading, or the jobs may be
+            # recorded here (the process was lost), which only the condition tells.
+            wait = WAIT_SLICE_SECONDS if left is None else min(left, WAIT_SLICE_SECONDS)
+            if self.broken is None:
+                self._collect(wait=wait)
+            else:
+                with self._lock:
+                    self._lock.wait_for(done, timeout=wait)
 
     def holds(self, root: str | os.PathLike[str]) -> bool:
         """True when jobs for the workspace at ``root`` are unrecorded, or the recording
@@ -322,23 +405,69 @@ class RecordingProcess:
             return  # a forked copy: the recording process and its answers are the parent's
         self.drain(timeout=timeout)
         with self._send_lock:
-            child, reader = self._child, self._reader
-            if child is None:
+            child, sock = self._child, self._socket
+            if child is None or sock is None:
                 return
             self._closing = True
-            self._outbox.put(None)
-            try:
-                child.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                child.kill()
-            if reader is not None:
-                reader.join(timeout=timeout)
-            if self._conn is not None:
-                self._conn.close()
-            self._socket.close()
-            self._conn = self._child = self._reader = None
+            self._send_lock.notify_all()
+            # The recording process ends when it has read everything sent (the sender
+            # thread finishes the backlog first).
+            self._send_lock.wait_for(lambda: not self._backlog, timeout=timeout)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+        try:
+            child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        self._collect(wait=0.0)  # its last answers (and warnings)
+        with self._recv_lock, self._send_lock:
+            sock.close()
+            self._socket = self._child = None
+            self._inbox = _Inbox()
+            self._backlog.clear()
             self._closing = False
-            self._outbox = queue.SimpleQueue()
+
+
+#: How many bytes the socket to the recording process may hold (the system may cap it).
+SEND_BUFFER_BYTES = 4 << 20
+RECEIVE_BYTES = 1 << 16
+#: How often a waiting thread looks again (another thread may be reading the answers).
+WAIT_SLICE_SECONDS = 0.05
+#: A frame: its body's length and the length of the meta at the body's start.
+_HEADER = struct.Struct("<QI")
+
+
+def _frame(meta: object, payload: bytes = b"") -> list[bytes]:
+    """A message as the parts to write: header, pickled ``meta``, ``payload``."""
+    head = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
+    return [_HEADER.pack(len(head) + len(payload), len(head)), head, payload]
+
+
+class _Inbox:
+    """Bytes read from a socket, cut into the frames :func:`_frame` made."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[Any, bytes]]:
+        """Add ``data``; return each frame completed, as (meta, payload)."""
+        buffer = self._buffer
+        buffer += data
+        frames = []
+        start = 0
+        while len(buffer) - start >= _HEADER.size:
+            body, head = _HEADER.unpack_from(buffer, start)
+            end = start + _HEADER.size + body
+            if len(buffer) < end:
+                break
+            middle = start + _HEADER.size + head
+            frames.append(
+                (pickle.loads(buffer[start + _HEADER.size : middle]), bytes(buffer[middle:end]))
+            )
+            start = end
+        del buffer[:start]
+        return frames
 
 
 _shared: dict[str, RecordingProcess] = {}
@@ -372,7 +501,7 @@ def drain_for(path: Path) -> None:
 # -- the recording process itself --------------------------------------------------------
 
 
-def _serve(conn: Connection) -> None:
+def _serve(sock: socket.socket) -> None:
     import structlog
 
     from quantrack.adapters.duckdb.connection import hold_files_while_idle
@@ -399,22 +528,26 @@ def _serve(conn: Connection) -> None:
     # (_release), and another process gets it once it has waited (see the DuckDB adapter).
     hold_files_while_idle(HOLD_SECONDS)
     workspaces: dict[str, Workspace] = {}
+    inbox = _Inbox()
     while True:
         try:
-            seq, root, timeout, payload = conn.recv()
-        except (EOFError, OSError):
+            data = sock.recv(RECEIVE_BYTES)
+        except OSError:
             break
-        events.clear()
-        error = None
-        try:
-            fn, args = pickle.loads(payload)
-            workspace = workspaces.get(root)
-            if workspace is None:
-                workspace = workspaces[root] = open_workspace(root, timeout=timeout)
-            fn(workspace, *args)
-        except Exception:
-            error = traceback.format_exc()
-        conn.send((seq, list(events), error))
+        if not data:
+            break
+        for (seq, root, timeout), payload in inbox.feed(data):
+            events.clear()
+            error = None
+            try:
+                fn, args = pickle.loads(payload)
+                workspace = workspaces.get(root)
+                if workspace is None:
+                    workspace = workspaces[root] = open_workspace(root, timeout=timeout)
+                fn(workspace, *args)
+            except Exception:
+                error = traceback.format_exc()
+            sock.sendall(b"".join(_frame((seq, list(events), error))))
 
 
 def _key(root: str | os.PathLike[str] | None) -> str:
@@ -433,4 +566,4 @@ def _plain(value: Any) -> Any:
 
 
 if __name__ == "__main__":
-    _serve(Connection(int(sys.argv[1])))
+    _serve(socket.socket(fileno=int(sys.argv[1])))
