@@ -107,6 +107,35 @@ def test_run_returns_what_cerebro_returns_and_records_it(workspace: Workspace) -
     assert any(b"class SmaCross" in workspace.artifacts.get(ref.id) for ref in code)
 
 
+@pytest.mark.parametrize(
+    ("column", "span"),
+    [("date", True), (0, False)],
+    ids=["named-column", "column-number"],
+)
+def test_a_feeds_bar_span_comes_from_where_backtrader_reads_its_times(
+    workspace: Workspace, column: str | int, span: bool
+) -> None:
+    """Bar times in a named column give the first and last bar; a column number (which
+    backtrader reads by position) gives none rather than a wrong one.
+    """
+    frame = load_sample("AAA").iloc[:300].reset_index()
+    if column == 0:
+        frame = frame[["date", "open", "high", "low", "close", "volume"]]
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=frame, datetime=column, name="AAA"))
+    cerebro.addstrategy(SmaCross)
+    BacktraderAdapter(workspace).run(cerebro, name="columns")
+    (feed,) = _only(workspace).params["backtrader"]["data"]
+    if span:
+        assert (feed["first"], feed["last"]) == (
+            frame["date"].iloc[0].isoformat(),
+            frame["date"].iloc[-1].isoformat(),
+        )
+    else:
+        assert "first" not in feed
+        assert "last" not in feed
+
+
 def test_config_hash_changes_with_strategy_params_and_broker(workspace: Workspace) -> None:
     """Runs differing only in a strategy param or the starting cash get different hashes."""
     adapter = BacktraderAdapter(workspace)

@@ -900,6 +900,8 @@ class _Description:
     sizers: dict[str, Any] = field(default_factory=dict)
     #: (feed name, its DataFrame or file path, or None when neither is known), per feed.
     sources: list[tuple[str, Any]] = field(default_factory=list)
+    #: Where each feed's DataFrame holds its bars' times (see :func:`_stamp_column`).
+    stamp_columns: list[str | bool] = field(default_factory=list)
     recipe: dict[str, Any] | None = None
     code: CodePlan | None = None
     entry_point: str | None = None
@@ -973,6 +975,11 @@ def _stored(described: _Description, artifacts: ArtifactStore, *, store_inputs: 
     """
     inputs: list[ArtifactRef] = []
     recipe = described.recipe
+    # The bar span is read from the data here, off the backtest's critical path.
+    for feed, (_name, source), column in zip(
+        described.feeds, described.sources, described.stamp_columns, strict=True
+    ):
+        feed.update(_bar_span(source, column))
     for position, (feed_name, source) in enumerate(described.sources):
         payload = _fingerprint_bytes(source)
         if payload is None:
@@ -1028,31 +1035,43 @@ def _stored(described: _Description, artifacts: ArtifactStore, *, store_inputs: 
 
 
 def _feed_info(data: Any, position: int) -> dict[str, Any]:
-    import pandas as pd
-
+    """A feed's params; its first and last bar are added from its data by
+    :func:`_bar_span`, where the run's inputs are stored.
+    """
     info: dict[str, Any] = {
         "name": data._name or f"data{position}",
         "feed": _qualified(type(data)),
         "timeframe": bt.TimeFrame.getname(data._timeframe, data._compression),
         "compression": int(data._compression),
     }
-    source = _source_of(data)
-    if isinstance(source, pd.DataFrame) and len(source):
-        column = getattr(data.p, "datetime", None)
-        if column is None:
-            stamps = source.index
-        elif isinstance(column, str) and column in source.columns:
-            stamps = pd.DatetimeIndex(source[column])
-        else:
-            stamps = None
-        if stamps is not None and len(stamps):
-            info["first"] = _timestamp(stamps[0])
-            info["last"] = _timestamp(stamps[-1])
     for bound in ("fromdate", "todate"):
         value = getattr(data.p, bound, None)
         if value is not None:
             info[bound] = _timestamp(value)
     return info
+
+
+def _stamp_column(data: Any) -> str | bool:
+    """Where a feed's DataFrame holds its bars' times: ``True`` for the index, a column's
+    name, or ``False`` when backtrader reads them otherwise (a column number, say).
+    """
+    column = getattr(data.p, "datetime", None)
+    return True if column is None else column if isinstance(column, str) else False
+
+
+def _bar_span(source: Any, column: str | bool) -> dict[str, Any]:
+    """``first`` and ``last``: the times of a DataFrame feed's first and last bar."""
+    import pandas as pd
+
+    if not isinstance(source, pd.DataFrame) or not len(source) or column is False:
+        return {}
+    if column is True:
+        stamps = source.index
+    elif column in source.columns:
+        stamps = pd.DatetimeIndex(source[column])
+    else:
+        return {}
+    return {"first": _timestamp(stamps[0]), "last": _timestamp(stamps[-1])} if len(stamps) else {}
 
 
 def _broker_info(cerebro: Any) -> dict[str, Any]:
@@ -1592,6 +1611,7 @@ class BacktraderAdapter:
             strategy=_qualified(strategy_cls),
             caller_params=caller,
             feeds=[_feed_info(data, i) for i, data in enumerate(cerebro.datas)],
+            stamp_columns=[_stamp_column(data) for data in cerebro.datas],
             broker=_broker_info(cerebro),
             sizers=_sizer_info(cerebro),
             sources=[
@@ -1844,10 +1864,12 @@ class _RunStart:
 def _open_recorded(guard: RecordingGuard, start: _RunStart) -> Run:
     """Store the run's description and move it to running."""
     spec = _stored(start.described, guard.artifacts, store_inputs=start.store_inputs)
+    # The params were taken before the feeds' bar spans were read (see _stored).
+    own = {**start.params[PARAMS_KEY], "data": spec.described.feeds}
     run = open_run(
         guard.tracker,
         guard.artifacts,
-        spec.definition(start.params),
+        spec.definition({**start.params, PARAMS_KEY: own}),
         experiment_id=start.experiment_id,
     )
     for ref in spec.code:
