@@ -250,8 +250,14 @@ class RecordingProcess:
         their own (see :meth:`_write`).
         """
         sock = self._socket
-        if sock is None or not self._recv_lock.acquire(timeout=wait if wait > 0 else -1):
-            return  # not started, or another thread is reading them
+        if sock is None:
+            return
+        if not (
+            self._recv_lock.acquire(timeout=wait)
+            if wait > 0
+            else self._recv_lock.acquire(blocking=False)
+        ):
+            return  # another thread is reading them
         try:
             if sock is not self._socket:
                 return  # closed meanwhile
