@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -255,6 +256,36 @@ def test_a_job_too_big_for_the_socket_arrives_and_later_jobs_keep_their_order(
         f"{child.pid} after 1",
         f"{child.pid} after 2",
     ]
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_after_close_the_next_job_starts_a_new_recording_process(workspace: Workspace) -> None:
+    """close() waits for every job and ends the recording process and its sender thread;
+    the next job starts both anew.
+    """
+    process = _background.recording_process()
+    marks = str(workspace.path / "marks.txt")
+    others = set(_senders())
+    process.submit(workspace, recording_jobs.note, marks, "before")
+    first = process._child
+    assert first is not None
+    (sender,) = set(_senders()) - others
+    process.close(timeout=60)
+    assert first.poll() == 0
+    sender.join(timeout=30)
+    assert not sender.is_alive()
+    process.submit(workspace, recording_jobs.note, marks, "after")
+    assert process.drain(timeout=60)
+    second = process._child
+    assert second is not None
+    assert second.pid != first.pid
+    assert Path(marks).read_text().splitlines() == [f"{first.pid} before", f"{second.pid} after"]
+    assert len(set(_senders()) - others) == 1
+    assert process.broken is None
+
+
+def _senders() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "quantrack-recording-sender"]
 
 
 @pytest.mark.usefixtures("fresh_process")

@@ -228,10 +228,12 @@ class RecordingProcess:
         self._send_lock.notify_all()
 
     def _send_backlog(self, sock: socket.socket) -> None:
+        # One sender thread per socket: it ends when its socket is closed (a later
+        # recording process has a socket, and a sender thread, of its own).
         while True:
             with self._send_lock:
-                self._send_lock.wait_for(lambda: bool(self._backlog) or self._closing)
-                if not self._backlog:
+                self._send_lock.wait_for(lambda: self._socket is not sock or bool(self._backlog))
+                if self._socket is not sock:
                     return
                 head = self._backlog[0]
             try:
@@ -415,7 +417,6 @@ class RecordingProcess:
             if child is None or sock is None:
                 return
             self._closing = True
-            self._send_lock.notify_all()
             # The recording process ends when it has read everything sent (the sender
             # thread finishes the backlog first).
             self._send_lock.wait_for(lambda: not self._backlog, timeout=timeout)
@@ -433,6 +434,7 @@ class RecordingProcess:
             self._inbox = _Inbox()
             self._backlog.clear()
             self._closing = False
+            self._send_lock.notify_all()  # its sender thread ends
 
 
 #: How many bytes the socket to the recording process may hold (the system may cap it).
