@@ -48,6 +48,7 @@ backtrader is imported when this module is; without it, importing the module rai
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import inspect
 import itertools
@@ -61,6 +62,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from quantrack.adapters.frames import (
@@ -774,7 +776,7 @@ def _encoded_kwargs(cls: type, values: Mapping[str, Any], *, only_changed: bool)
     """``{"params": {...}, "opaque": [...]}``: the settings that differ from ``cls``'s
     defaults (or all of ``values``); ``opaque`` names those with no faithful JSON form.
     """
-    defaults = dict(cls.params._getitems()) if hasattr(cls, "params") else {}
+    defaults = _defaults(cls)
     params: dict[str, Any] = {}
     opaque: list[str] = []
     for key, value in values.items():
@@ -787,6 +789,14 @@ def _encoded_kwargs(cls: type, values: Mapping[str, Any], *, only_changed: bool)
         if not ok:
             opaque.append(str(key))
     return {"params": params, "opaque": opaque}
+
+
+@functools.lru_cache(maxsize=256)
+def _defaults(cls: type) -> Mapping[str, Any]:
+    """A backtrader class's param defaults (fixed when the class is made; read, not copied,
+    by every run's recipe).
+    """
+    return MappingProxyType(dict(cls.params._getitems()) if hasattr(cls, "params") else {})
 
 
 def _class_entry(cls: type) -> dict[str, str]:
