@@ -6,7 +6,6 @@ import importlib
 import os
 import pickle
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from types import ModuleType
 
 import pytest
 from structlog.testing import capture_logs
+from tests.integration.test_code_capture import write
 
 from quantrack.adapters.filesystem import FilesystemArtifactStore
 from quantrack.services.code_capture import CodePlan, capture_code, find_code
@@ -22,14 +22,6 @@ from quantrack.services.code_capture import CodePlan, capture_code, find_code
 # Files a test writes are "racily" new (see code_capture: a plan depending on a path modified
 # within a few seconds is not cached); dating them a minute back lets the cache be exercised.
 AGE_NS = 60 * 1_000_000_000
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    """Create ``files`` (relative path → source) under ``root``."""
-    for name, source in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(source))
 
 
 def age(root: Path) -> None:
