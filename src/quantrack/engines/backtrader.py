@@ -258,7 +258,7 @@ class RunRecorder(bt.Analyzer):  # type: ignore[misc]
         self._plugged = []
 
     def notify_trade(self, trade: Any) -> None:
-        """Keep the notification (backtrader hands each analyzer a copy of the trade)."""
+        """Keep the notification (backtrader notifies a copy of the trade as it was then)."""
         self._trades.append(trade)
 
     def notify_order(self, order: Any) -> None:
