@@ -55,6 +55,15 @@ def _record(tracker: DuckDBExperimentTracker | InMemoryExperimentTracker, i: int
     return run.id
 
 
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """What ``sql`` returns from the file at ``path``, read through a read-only connection."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def test_the_parts_macro_returns_what_the_parts_query_returns(tmp_path: Path) -> None:
     """qt_experiment_parts(first, last) equals the tracker's query for those seqs, row for row."""
     path = tmp_path / "runs.duckdb"
@@ -108,14 +117,10 @@ def test_a_schema_3_file_gets_the_macros_and_keeps_its_runs(tmp_path: Path) -> N
     old = tracker.get_experiment("old-1")
     assert (old.definition.name, old.params, old.definition.tags) == ("old", {"w": 3}, ("t",))
     tracker.close()
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        macros = con.execute(
-            "SELECT function_name FROM duckdb_functions() WHERE function_name LIKE 'qt_%' "
-            "ORDER BY 1"
-        ).fetchall()
-    finally:
-        con.close()
+    macros = _rows(
+        path,
+        "SELECT function_name FROM duckdb_functions() WHERE function_name LIKE 'qt_%' ORDER BY 1",
+    )
     assert macros == [("qt_experiment",), ("qt_experiment_parts",)]
 
 
@@ -166,12 +171,7 @@ def test_what_another_process_wrote_meanwhile_is_not_overwritten(tmp_path: Path)
     best = tracker.list_experiments(ExperimentFilter(order_by="only_other"))
     assert [e.id for e in best][:1] == ["other-1"]  # runs without it come last
     tracker.close()
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        seqs = con.execute("SELECT seq FROM qt_experiments ORDER BY seq").fetchall()
-    finally:
-        con.close()
-    assert seqs == [(1,), (2,), (3,)]
+    assert _rows(path, "SELECT seq FROM qt_experiments ORDER BY seq") == [(1,), (2,), (3,)]
 
 
 def test_a_file_let_go_of_unchanged_keeps_numbering_on(tmp_path: Path) -> None:
@@ -181,11 +181,7 @@ def test_a_file_let_go_of_unchanged_keeps_numbering_on(tmp_path: Path) -> None:
     for i in range(3):
         _record(tracker, i)
         tracker.close()
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        seqs = con.execute("SELECT seq, id FROM qt_experiments ORDER BY seq").fetchall()
-    finally:
-        con.close()
+    seqs = _rows(path, "SELECT seq, id FROM qt_experiments ORDER BY seq")
     assert seqs == [(1, "run-000"), (2, "run-001"), (3, "run-002")]
 
 
