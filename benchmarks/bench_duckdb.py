@@ -43,6 +43,17 @@ def _quiet() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
+def _sweep_params(i: int) -> dict[str, object]:
+    """The params of run ``i`` of a parameter sweep."""
+    return {
+        "fast": i % 50,
+        "slow": 20 + i % 100,
+        "symbol": f"S{i % 30}",
+        "stop": 0.01 * (i % 7) + 0.001,
+        "long_only": i % 2 == 0,
+    }
+
+
 def make_records(n: int, offset: int, seed: int = 0) -> FinishedExperiments:
     """``n`` finished runs with 8 params, 12 metrics and 3 tags, ids from ``offset``."""
     rng = random.Random(seed + offset)
@@ -55,11 +66,7 @@ def make_records(n: int, offset: int, seed: int = 0) -> FinishedExperiments:
         ids=tuple(f"{offset + i:032x}" for i in range(n)),
         params=tuple(
             {
-                "fast": i % 50,
-                "slow": 20 + i % 100,
-                "symbol": f"S{i % 30}",
-                "stop": 0.01 * (i % 7) + 0.001,
-                "long_only": i % 2 == 0,
+                **_sweep_params(i),
                 "strategy_kind": strategies[i % 3],
                 "lookback": 5 + i % 250,
                 "fee": 0.0005,
@@ -133,16 +140,7 @@ def make_sweep(n: int, offset: int) -> FinishedExperiments:
             name="sweep", strategy="sma", engine="vectorbt", batch_id=f"batch-{offset}"
         ),
         ids=tuple(f"{offset + i:032x}" for i in range(n)),
-        params=tuple(
-            {
-                "fast": i % 50,
-                "slow": 20 + i % 100,
-                "symbol": f"S{i % 30}",
-                "stop": 0.01 * (i % 7) + 0.001,
-                "long_only": i % 2 == 0,
-            }
-            for i in range(n)
-        ),
+        params=tuple(_sweep_params(i) for i in range(n)),
         metrics={f"metric_{j}": tuple(rng.random() for _ in range(n)) for j in range(25)},
         status=(ExperimentStatus.COMPLETED,) * n,
         created_at=(now,) * n,
